@@ -1,0 +1,62 @@
+"""The record of one attempt: what happened, the verdict, and where the evidence is."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reprolab.events import GuestEvent
+from reprolab.verdict import Outcome
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    case: str
+    index: int
+    outcome: Outcome
+    directory: Path
+    accel: str
+    title: str | None = None
+    kind: str | None = None
+    frame: str | None = None
+    signature: str | None = None
+    events: tuple[GuestEvent, ...] = ()
+    vmcore: Path | None = None
+    vmcore_seconds: float | None = None
+    dossier: Path | None = None
+    boot_seconds: float | None = None
+    duration: float = 0.0
+    error: str | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def hit(self) -> bool:
+        return self.outcome is Outcome.REPRODUCED
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "case": self.case,
+            "attempt": self.index,
+            "outcome": str(self.outcome),
+            "accel": self.accel,
+            "title": self.title,
+            "kind": self.kind,
+            "frame": self.frame,
+            "signature": self.signature,
+            "events": [e.to_json() for e in self.events],
+            "vmcore": str(self.vmcore) if self.vmcore else None,
+            "vmcore_seconds": self.vmcore_seconds,
+            "dossier": str(self.dossier) if self.dossier else None,
+            "boot_seconds": self.boot_seconds,
+            "duration": round(self.duration, 3),
+            "error": self.error,
+            "notes": list(self.notes),
+            "directory": str(self.directory),
+        }
+
+    def write(self) -> Path:
+        path = self.directory / "result.json"
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        return path

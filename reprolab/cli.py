@@ -1,0 +1,51 @@
+"""The ``reprolab`` command line: a thin layer over the library.
+
+Each subcommand lives in its own module under :mod:`reprolab.commands`; this module only
+wires them up and turns reprolab's error families into one-line messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from reprolab import __version__
+from reprolab.commands import COMMANDS
+from reprolab.errors import InfraError, UserError
+
+#: Exit codes: 2 for input the user must fix, 3 for the host or the harness failing.
+EXIT_USER = 2
+EXIT_INFRA = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reprolab", description="Reproduce Linux kernel and KVM faults on demand."
+    )
+    parser.add_argument("--version", action="version", version=f"reprolab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"reprolab.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UserError as exc:
+        print(f"reprolab: error: {exc}", file=sys.stderr)
+        return EXIT_USER
+    except InfraError as exc:
+        print(f"reprolab: infrastructure error: {exc}", file=sys.stderr)
+        return EXIT_INFRA
+    except KeyboardInterrupt:
+        print("reprolab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""The guest's serial console, read live through ``virsh console`` under pexpect.
+
+Everything the guest prints passes through :meth:`Console.pump`, which appends it to the
+attempt's ``console.log`` and hands it to every observer (the crash detector), so there is
+one reader and one ordering of bytes. The console is attached while the domain is still
+paused: a pty drops what it prints while nobody reads it.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import pexpect
+
+from reprolab.errors import GuestDied, InfraError
+
+Observer = Callable[[bytes], None]
+
+#: How much decoded console text is kept in memory for pattern waits; the file keeps all.
+_WINDOW = 4 << 20
+
+
+@dataclass(frozen=True)
+class ConsoleResult:
+    """A command run on the console shell (stdout and stderr arrive merged there)."""
+
+    rc: int
+    output: str
+    duration: float
+
+
+class ConsoleTimeout(InfraError):
+    """A wait on the console ran out; carries the console tail for the report."""
+
+
+class Console:
+    def __init__(self, uri: str, domain: str, log_path: Path) -> None:
+        self.uri = uri
+        self.domain = domain
+        self.log_path = log_path
+        self._child: pexpect.spawn | None = None
+        self._log: BinaryIO | None = None
+        self._observers: list[Observer] = []
+        self._text = ""
+        self._dropped = 0  # characters cut from the front of _text
+        self.bytes_seen = 0
+        self.last_output = time.monotonic()
+        self.eof = False
+        #: Polled by waits: a non-None answer (say, "the guest panicked") ends them early.
+        self.stop_check: Callable[[], str | None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def attach(self, timeout: float = 15.0) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab", buffering=0)
+        argv = ["-c", self.uri, "console", self.domain, "--force"]
+        child = pexpect.spawn("virsh", argv, timeout=timeout, echo=False)
+        self._child = child
+        try:
+            child.expect(r"Escape character is.*\n", timeout=timeout)
+        except (pexpect.TIMEOUT, pexpect.EOF) as exc:
+            said = (child.before or b"").decode(errors="replace").strip()
+            raise InfraError(
+                f"could not attach to the console of {self.domain}: {said or 'no answer'}"
+            ) from exc
+        self.last_output = time.monotonic()
+
+    def close(self) -> None:
+        if self._child is not None:
+            try:
+                self.pump(0.0)
+            except InfraError:
+                pass
+            self._child.close(force=True)
+            self._child = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def add_observer(self, observer: Observer) -> None:
+        self._observers.append(observer)
+
+    # -- reading ---------------------------------------------------------------------------
+    def pump(self, timeout: float) -> bytes:
+        """Read what arrives within ``timeout`` seconds; feed the log and the observers."""
+        if self._child is None or self.eof:
+            if timeout:
+                time.sleep(timeout)
+            return b""
+        try:
+            data: bytes = self._child.read_nonblocking(size=1 << 16, timeout=timeout)
+        except pexpect.TIMEOUT:
+            return b""
+        except pexpect.EOF:
+            self.eof = True
+            return b""
+        if data:
+            self._record(data)
+        # Drain whatever else is already buffered without waiting.
+        while True:
+            try:
+                more: bytes = self._child.read_nonblocking(size=1 << 16, timeout=0)
+            except (pexpect.TIMEOUT, pexpect.EOF):
+                break
+            if not more:
+                break
+            self._record(more)
+            data += more
+        return data
+
+    def _record(self, data: bytes) -> None:
+        self.bytes_seen += len(data)
+        self.last_output = time.monotonic()
+        if self._log is not None:
+            self._log.write(data)
+        self._text += data.decode(errors="replace")
+        if len(self._text) > _WINDOW:
+            cut = len(self._text) - _WINDOW // 2
+            self._text = self._text[cut:]
+            self._dropped += cut
+        for observer in self._observers:
+            observer(data)
+
+    @property
+    def position(self) -> int:
+        """Absolute character offset of the end of what has been read so far."""
+        return self._dropped + len(self._text)
+
+    def silence(self) -> float:
+        return time.monotonic() - self.last_output
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self._text.replace("\r", "").splitlines()[-lines:])
+
+    def wait_for(
+        self,
+        pattern: str | re.Pattern[str],
+        timeout: float,
+        *,
+        since: int | None = None,
+        stop: Callable[[], str | None] | None = None,
+    ) -> re.Match[str]:
+        """Wait until ``pattern`` appears in the output read after ``since``.
+
+        ``stop`` is polled between reads; a non-None answer ends the wait early with a
+        :class:`ConsoleTimeout` carrying that reason (the domain died, a crash was seen).
+        """
+        rx = re.compile(pattern) if isinstance(pattern, str) else pattern
+        stop = stop if stop is not None else self.stop_check
+        start = self.position if since is None else since
+        deadline = time.monotonic() + timeout
+        while True:
+            offset = max(0, start - self._dropped)
+            m = rx.search(self._text, offset)
+            if m:
+                return m
+            if stop is not None:
+                reason = stop()
+                if reason:
+                    raise ConsoleTimeout(reason, detail=self.tail())
+            if self.eof:
+                raise GuestDied(
+                    f"console of {self.domain} closed while waiting for {rx.pattern!r}",
+                    detail=self.tail(),
+                )
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ConsoleTimeout(
+                    f"{rx.pattern!r} did not appear on the console of {self.domain} "
+                    f"within {timeout:.0f} s",
+                    detail=self.tail(),
+                )
+            self.pump(min(0.25, left))
+
+    # -- writing ---------------------------------------------------------------------------
+    def send(self, line: str) -> None:
+        if self._child is None:
+            raise GuestDied(f"console of {self.domain} is not attached")
+        self._child.send(line.rstrip("\n") + "\n")
+
+    def run(self, command: str, timeout: float = 30.0) -> ConsoleResult:
+        """Run ``command`` in the shell the guest's init leaves on the console.
+
+        The second path into a guest whose network is gone. The markers are printed with
+        printf so the echoed command line never matches them; kernel messages printed
+        meanwhile land in the output, since the console is also the kernel's.
+        """
+        token = secrets.token_hex(4)
+        since = self.position
+        start = time.monotonic()
+        self.send(
+            f"printf '%s%s\\n' __RLS_ {token}; {command}; "
+            f"printf '%s%s %d\\n' __RLE_ {token} $?"
+        )
+        m = self.wait_for(
+            re.compile(rf"__RLS_{token}\r?\n(?P<out>.*?)__RLE_{token} (?P<rc>\d+)", re.S),
+            timeout,
+            since=since,
+        )
+        out = m.group("out").replace("\r\n", "\n")
+        return ConsoleResult(int(m.group("rc")), out, time.monotonic() - start)

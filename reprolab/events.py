@@ -1,0 +1,33 @@
+"""What the harness saw happen to a guest, in order, from any source.
+
+The console parser reports what the kernel printed; libvirt reports what the hardware saw
+(pvpanic, the watchdog pausing the domain); the harness reports silence. One record type
+for all three keeps "RT throttling, then the watchdog fired" a simple sequence check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Source = Literal["console", "libvirt", "harness"]
+
+#: Synthetic kinds (the console parser defines the rest).
+PVPANIC = "pvpanic"
+WATCHDOG_FIRE = "watchdog-fire"
+NO_OUTPUT = "no-output"
+
+
+@dataclass(frozen=True)
+class GuestEvent:
+    kind: str
+    line: str
+    source: Source
+    fatal: bool
+    #: Seconds since the guest was resumed.
+    at: float
+    cpu: int | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {"kind": self.kind, "line": self.line, "source": self.source,
+                "fatal": self.fatal, "at": round(self.at, 3), "cpu": self.cpu}

@@ -1,0 +1,1 @@
+"""Guests under libvirt: the spec, its domain XML, and the running domain."""

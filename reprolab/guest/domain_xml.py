@@ -1,0 +1,126 @@
+"""Render a :class:`GuestSpec` to libvirt domain XML.
+
+Built with lxml rather than string templates so that paths and command lines with quotes or
+ampersands cannot break the document, and so tests can query the result with XPath.
+Options libvirt 9.0 has no element for (user-mode networking with a host forward on
+loopback, fw_cfg items) go through ``<qemu:commandline>``; libvirt marks such a domain
+"tainted", which is acceptable for a throwaway reproduction guest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lxml import etree
+
+from reprolab.guest.metadata import RunTag
+from reprolab.guest.spec import GuestSpec
+
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+
+
+def _sub(parent: etree._Element, tag: str, text: str | None = None, **attrs: str) -> etree._Element:
+    el = etree.SubElement(parent, tag, {k: v for k, v in attrs.items()})
+    if text is not None:
+        el.text = text
+    return el
+
+
+def render_domain_xml(
+    spec: GuestSpec,
+    *,
+    name: str,
+    tag: RunTag | None = None,
+    serial_log: Path | None = None,
+    emulator: str | None = None,
+) -> str:
+    """Return the domain XML for ``spec``.
+
+    ``serial_log`` is where libvirt's virtlogd keeps its own copy of the serial console:
+    it holds what the guest printed before anyone attached, and survives the runner.
+    """
+    root = etree.Element("domain", type="kvm" if spec.accel == "kvm" else "qemu",
+                         nsmap={"qemu": QEMU_NS})
+    _sub(root, "name", name)
+    if tag is not None:
+        _sub(root, "metadata").append(tag.to_element())
+    _sub(root, "memory", str(spec.memory_mib), unit="MiB")
+    _sub(root, "vcpu", str(spec.vcpus))
+
+    os_el = _sub(root, "os")
+    _sub(os_el, "type", "hvm", arch="x86_64", machine="pc")
+    _sub(os_el, "kernel", str(spec.kernel))
+    if spec.initrd is not None:
+        _sub(os_el, "initrd", str(spec.initrd))
+    _sub(os_el, "cmdline", spec.cmdline_text())
+
+    features = _sub(root, "features")
+    _sub(features, "acpi")
+    _sub(features, "apic")
+    # Publishes the guest's vmcoreinfo through fw_cfg so memory-only dumps are readable.
+    _sub(features, "vmcoreinfo", state="on")
+
+    _render_cpu(root, spec)
+    _sub(root, "clock", offset="utc")
+    _sub(root, "on_poweroff", "destroy")
+    # A guest reboot is an event in its own right ("unexpected reboot"): keep it observable.
+    _sub(root, "on_reboot", "restart")
+    # pvpanic: keep the crashed guest in memory so it can be dumped.
+    _sub(root, "on_crash", "preserve")
+
+    devices = _sub(root, "devices")
+    if emulator:
+        _sub(devices, "emulator", emulator)
+    if spec.disk is not None:
+        disk = _sub(devices, "disk", type="file", device="disk")
+        _sub(disk, "driver", name="qemu", type="qcow2", cache="unsafe")
+        _sub(disk, "source", file=str(spec.disk))
+        _sub(disk, "target", dev="vda", bus="virtio")
+    serial = _sub(devices, "serial", type="pty")
+    if serial_log is not None:
+        _sub(serial, "log", file=str(serial_log), append="off")
+    _sub(serial, "target", port="0")
+    console = _sub(devices, "console", type="pty")
+    _sub(console, "target", type="serial", port="0")
+    if spec.panic_device == "isa":
+        panic = _sub(devices, "panic", model="isa")
+        _sub(panic, "address", type="isa", iobase="0x505")
+    if spec.watchdog is not None:
+        _sub(devices, "watchdog", model=spec.watchdog.model, action=spec.watchdog.action)
+    _sub(devices, "memballoon", model="none")
+    for snippet in spec.extra_devices:
+        devices.append(etree.fromstring(snippet))
+
+    args = _qemu_args(spec)
+    if args:
+        cmd = etree.SubElement(root, f"{{{QEMU_NS}}}commandline")
+        for arg in args:
+            etree.SubElement(cmd, f"{{{QEMU_NS}}}arg", value=arg)
+    return etree.tostring(root, pretty_print=True, encoding="unicode")
+
+
+def _render_cpu(root: etree._Element, spec: GuestSpec) -> None:
+    if spec.cpu_model == "host":
+        cpu = _sub(root, "cpu", mode="host-passthrough", check="none")
+        return
+    cpu = _sub(root, "cpu", mode="custom", match="exact", check="none")
+    _sub(cpu, "model", spec.cpu_model, fallback="forbid")
+    if spec.nested:
+        # Under TCG QEMU emulates SVM; on a KVM host the feature must be the host's own.
+        flag = "vmx" if "intel" in spec.cpu_model.lower() else "svm"
+        _sub(cpu, "feature", policy="require", name=flag)
+
+
+def _qemu_args(spec: GuestSpec) -> list[str]:
+    args: list[str] = []
+    if spec.ssh_port is not None:
+        # restrict=on: the guest reaches nothing but the forwarded port, never the network.
+        args += [
+            "-netdev",
+            f"user,id=rlnet0,restrict=on,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22",
+            "-device",
+            "virtio-net-pci,netdev=rlnet0",
+        ]
+    for fw_name, path in spec.fw_cfg:
+        args += ["-fw_cfg", f"name={fw_name},file={path}"]
+    return args

@@ -1,0 +1,183 @@
+"""A booted guest as a test case sees it, and the evidence it leaves.
+
+The handle owns the watch loop: every console byte goes through the crash parser, libvirt's
+view of the domain (pvpanic, watchdog) is polled between reads, and the first fatal event
+stops whatever the test is waiting on. After a fatal event the console is read a little
+longer, so the report's stack trace is complete before the domain is paused and dumped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from reprolab.console import Console
+from reprolab.errors import GuestDied, InfraError
+from reprolab.events import NO_OUTPUT, PVPANIC, WATCHDOG_FIRE, GuestEvent
+from reprolab.triage.parser import ConsoleParser
+from reprolab.virt.domain import Domain
+
+if TYPE_CHECKING:
+    from reprolab.ssh import SshChannel
+
+#: After a fatal event, read on until the console is quiet this long (or SETTLE_MAX passes).
+SETTLE_QUIET = 2.0
+SETTLE_MAX = 15.0
+
+
+class Guest:
+    """A running guest: its console, SSH channel (when the image has one) and events."""
+
+    def __init__(
+        self,
+        domain: Domain,
+        console: Console,
+        directory: Path,
+        *,
+        silence_timeout: float | None = None,
+    ) -> None:
+        self.domain = domain
+        self.console = console
+        self.directory = directory
+        self.ssh: SshChannel | None = None
+        self.events: list[GuestEvent] = []
+        self.silence_timeout = silence_timeout
+        self.ready = False
+        self.boot_seconds: float | None = None
+        self._parser = ConsoleParser()
+        self._t0 = time.monotonic()
+        self._last_state_poll = 0.0
+        console.add_observer(self._on_console)
+        console.stop_check = self.stop_reason
+
+    # -- events ----------------------------------------------------------------------------
+    def _now(self) -> float:
+        return time.monotonic() - self._t0
+
+    def _on_console(self, data: bytes) -> None:
+        for ev in self._parser.feed(data):
+            self.events.append(
+                GuestEvent(ev.kind, ev.line, "console", bool(ev.fatal), self._now(), ev.cpu)
+            )
+
+    def _add(self, kind: str, line: str, source: str, fatal: bool) -> None:
+        if not any(e.kind == kind for e in self.events):
+            self.events.append(GuestEvent(kind, line, source, fatal, self._now()))  # type: ignore[arg-type]
+
+    def poll(self, timeout: float = 0.25) -> None:
+        """Read the console for up to ``timeout`` s and look at the domain's state."""
+        self.console.pump(timeout)
+        now = time.monotonic()
+        if now - self._last_state_poll >= 0.5:
+            self._last_state_poll = now
+            state = self.domain.state()
+            if state.crashed:
+                self._add(PVPANIC, "libvirt: guest reported a panic (pvpanic)", "libvirt", True)
+            elif state.watchdog_fired:
+                self._add(WATCHDOG_FIRE, "libvirt: domain paused by its watchdog", "libvirt",
+                          True)
+            elif state.gone:
+                raise GuestDied(
+                    f"domain {self.domain.name} is gone ({state}): QEMU exited",
+                    detail=self.console.tail(),
+                )
+        if (
+            self.ready
+            and self.silence_timeout is not None
+            and self.fatal_event is None
+            and self.console.silence() > self.silence_timeout
+        ):
+            self._add(NO_OUTPUT, f"no console output for {self.silence_timeout:.0f} s",
+                      "harness", True)
+
+    @property
+    def fatal_event(self) -> GuestEvent | None:
+        return next((e for e in self.events if e.fatal), None)
+
+    def stop_reason(self) -> str | None:
+        ev = self.fatal_event
+        return f"guest stopped: {ev.kind}: {ev.line}" if ev else None
+
+    def seen(self, kind: str) -> bool:
+        return any(e.kind == kind for e in self.events)
+
+    # -- what a test case calls ------------------------------------------------------------
+    def wait(self, seconds: float) -> GuestEvent | None:
+        """Watch the guest for ``seconds``; return early with the first fatal event."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.fatal_event is not None:
+                return self.fatal_event
+            self.poll(min(0.25, max(0.0, deadline - time.monotonic())))
+        return self.fatal_event
+
+    def wait_for_event(self, kind: str, timeout: float) -> GuestEvent | None:
+        """Wait until an event of ``kind`` arrives (or a fatal one ends the wait)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = next((e for e in self.events if e.kind == kind), None)
+            if found is not None:
+                return found
+            if self.fatal_event is not None:
+                return None
+            self.poll(0.25)
+        return None
+
+    def sh(self, command: str, timeout: float = 60.0) -> str:
+        """Run a shell command over SSH when the image has it, else on the console."""
+        if self.ssh is not None:
+            return self.ssh.run(command, timeout=timeout, check=True).stdout
+        res = self.console.run(command, timeout=timeout)
+        if res.rc != 0:
+            raise AssertionError(f"`{command}` exited {res.rc} in the guest: {res.output[-500:]}")
+        return res.output
+
+    def crashed_during(self, exc: BaseException, grace: float = 3.0) -> bool:
+        """Did a kernel crash cause ``exc``? Then it is a verdict, not an infrastructure error.
+
+        An SSH command or console wait fails when the guest panics under it; before calling
+        that an infrastructure failure, read the console a little longer for the reason.
+        """
+        deadline = time.monotonic() + grace
+        while self.fatal_event is None and time.monotonic() < deadline:
+            try:
+                self.poll(0.25)
+            except InfraError:
+                break
+        return self.fatal_event is not None
+
+    # -- end of the attempt ----------------------------------------------------------------
+    def settle(self) -> None:
+        """After a fatal event, let the kernel finish printing its report."""
+        start = time.monotonic()
+        while time.monotonic() - start < SETTLE_MAX:
+            if self.console.silence() >= SETTLE_QUIET or self.console.eof:
+                break
+            try:
+                self.poll(0.25)
+            except InfraError:
+                break
+        for ev in self._parser.close():
+            self.events.append(
+                GuestEvent(ev.kind, ev.line, "console", bool(ev.fatal), self._now(), ev.cpu)
+            )
+
+    def close(self, *, keep: bool = False, serial_log: Path | None = None) -> None:
+        if self.ssh is not None:
+            self.ssh.close()
+        self.console.close()
+        if not keep:
+            self.domain.destroy()
+        if serial_log is not None and serial_log.exists():
+            try:
+                shutil.copyfile(serial_log, self.directory / "serial.log")
+                serial_log.unlink()
+            except OSError:
+                pass
+
+
+StopCheck = Callable[[], str | None]
+__all__ = ["Guest", "StopCheck"]

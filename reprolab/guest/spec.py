@@ -1,0 +1,156 @@
+"""What a guest is, as data.
+
+A :class:`GuestSpec` is everything needed to boot one guest and nothing about how: it is
+rendered to domain XML by :mod:`reprolab.guest.domain_xml` and saved in every replay bundle,
+so it stays a plain frozen value that compares and hashes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from reprolab.errors import UserError
+
+Accel = Literal["kvm", "tcg"]
+PanicDevice = Literal["isa", "none"]
+WatchdogAction = Literal["pause", "reset", "poweroff", "shutdown", "dump", "none"]
+
+_MEM = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|[KMGT]|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1 << 20, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_memory(value: str | int) -> int:
+    """Memory in MiB from ``512``, ``"512M"``, ``"1G"``, ``"2GiB"`` (a bare number is MiB)."""
+    if isinstance(value, int):
+        if value <= 0:
+            raise UserError(f"guest memory must be positive, got {value}")
+        return value
+    m = _MEM.match(str(value))
+    if not m:
+        raise UserError(f"guest memory {value!r} is not a size like 512M or 2G")
+    unit = (m.group(2) or "").upper()[:1]
+    mib = int(m.group(1)) * _UNITS[unit] // (1 << 20)
+    if mib < 64:
+        raise UserError(f"guest memory {value!r} is below the 64 MiB a kernel needs")
+    return mib
+
+
+@dataclass(frozen=True)
+class Watchdog:
+    """A virtual hardware watchdog; ``pause`` lets reprolab dump the guest when it fires."""
+
+    model: Literal["i6300esb", "ib700"] = "i6300esb"
+    action: WatchdogAction = "pause"
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    """One guest: kernel, initrd or disk, command line, CPUs, memory and devices."""
+
+    kernel: Path
+    initrd: Path | None = None
+    #: Kernel command line as ordered (key, value) pairs; value None means a bare flag.
+    cmdline: tuple[tuple[str, str | None], ...] = ()
+    vcpus: int = 2
+    memory_mib: int = 512
+    #: QEMU CPU model; ``qemu64`` under TCG, ``host-passthrough`` is spelled ``host``.
+    cpu_model: str = "qemu64"
+    #: Expose nested virtualisation (SVM under TCG, the host's VMX/SVM under KVM).
+    nested: bool = False
+    accel: Accel = "tcg"
+    panic_device: PanicDevice = "isa"
+    watchdog: Watchdog | None = None
+    #: Disk image for the ``disk`` image kind (a per-run overlay), on virtio-blk.
+    disk: Path | None = None
+    #: Forward this host port on 127.0.0.1 to the guest's port 22 (user-mode networking).
+    ssh_port: int | None = None
+    #: QEMU fw_cfg items (name -> host file), e.g. the run's authorized_keys.
+    fw_cfg: tuple[tuple[str, Path], ...] = ()
+    #: Extra device XML snippets appended verbatim under <devices>.
+    extra_devices: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.vcpus < 1 or self.vcpus > 64:
+            raise UserError(f"guest vcpus must be 1..64, got {self.vcpus}")
+        if self.memory_mib < 64:
+            raise UserError(f"guest memory must be at least 64 MiB, got {self.memory_mib}")
+
+    def cmdline_text(self) -> str:
+        return " ".join(k if v is None else f"{k}={v}" for k, v in self.cmdline)
+
+
+def merge_cmdline(
+    *parts: Mapping[str, Any] | tuple[tuple[str, str | None], ...],
+) -> tuple[tuple[str, str | None], ...]:
+    """Merge command-line layers; a later layer overrides an earlier key, keeping its slot.
+
+    Later layers are the test case's, so a case can override reprolab's defaults (say
+    ``panic=0``) without knowing them. ``True`` or ``None`` values render as bare flags.
+    """
+    merged: dict[str, str | None] = {}
+    for part in parts:
+        items = part.items() if isinstance(part, Mapping) else part
+        for key, value in items:
+            if value is False:
+                merged.pop(str(key), None)
+                continue
+            merged[str(key)] = None if value is None or value is True else str(value)
+    return tuple(merged.items())
+
+
+@dataclass(frozen=True)
+class GuestOptions:
+    """The guest part of a test case, before kernel and image are known."""
+
+    vcpus: int = 2
+    memory_mib: int = 512
+    image: str = "minimal"
+    nested: bool = False
+    cpu_model: str | None = None
+    watchdog: Watchdog | None = None
+    panic_device: PanicDevice = "isa"
+    extra_devices: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None, *, where: str) -> GuestOptions:
+        """Validate a marker's ``guest={...}``; unknown keys are a typo the user must hear of."""
+        data = dict(data or {})
+        known = {"vcpus", "memory", "image", "nested", "cpu", "watchdog", "panic", "devices"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(
+                f"{where}: unknown guest key {unknown[0]!r} (known: {', '.join(sorted(known))})"
+            )
+        wd = data.get("watchdog")
+        watchdog: Watchdog | None
+        if wd in (None, False):
+            watchdog = None
+        elif wd is True:
+            watchdog = Watchdog()
+        elif isinstance(wd, Mapping):
+            watchdog = Watchdog(**wd)
+        else:
+            raise UserError(f"{where}: guest watchdog must be true or a mapping, got {wd!r}")
+        vcpus = data.get("vcpus", 2)
+        if not isinstance(vcpus, int):
+            raise UserError(f"{where}: guest vcpus must be an integer, got {vcpus!r}")
+        panic = data.get("panic", "isa")
+        if panic not in ("isa", "none"):
+            raise UserError(f"{where}: guest panic must be 'isa' or 'none', got {panic!r}")
+        devices = data.get("devices", ())
+        if isinstance(devices, str):
+            devices = (devices,)
+        return cls(
+            vcpus=vcpus,
+            memory_mib=parse_memory(data.get("memory", 512)),
+            image=str(data.get("image", "minimal")),
+            nested=bool(data.get("nested", False)),
+            cpu_model=data.get("cpu"),
+            watchdog=watchdog,
+            panic_device=panic,
+            extra_devices=tuple(devices),
+        )

@@ -1,0 +1,103 @@
+"""The one way reprolab runs a subprocess.
+
+Every external tool (make, git, qemu-img, ssh-keygen, cpio) goes through :func:`run`, so
+argument lists are never assembled into shell strings and every failure carries the command,
+its exit code and the tail of its output.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from reprolab.errors import InfraError, UserError
+
+
+@dataclass(frozen=True)
+class Completed:
+    """Outcome of a finished command."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def tail(self, lines: int = 20) -> str:
+        text = (self.stdout + ("\n" if self.stdout and self.stderr else "") + self.stderr).strip()
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def run(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    check: bool = True,
+    stdin: str | bytes | None = None,
+    log: Path | None = None,
+    error: type[UserError] | type[InfraError] = InfraError,
+) -> Completed:
+    """Run ``argv`` and return its outcome.
+
+    ``log`` streams stdout and stderr into a file instead of capturing them, for builds whose
+    output is too long to hold but must be kept as an artifact. ``error`` chooses the family
+    raised when ``check`` is set and the command fails: a compiler error in the user's tree is
+    a :class:`UserError`, a failing ``qemu-img`` is an :class:`InfraError`.
+    """
+    args = tuple(os.fspath(a) for a in argv)
+    full_env = None if env is None else {**os.environ, **env}
+    start = time.monotonic()
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    try:
+        if log is not None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with log.open("ab") as sink:
+                proc = subprocess.run(
+                    args, cwd=cwd, env=full_env, timeout=timeout, input=data,
+                    stdout=sink, stderr=subprocess.STDOUT, check=False,
+                )
+            out_b, err_b = b"", b""
+        else:
+            proc = subprocess.run(
+                args, cwd=cwd, env=full_env, timeout=timeout, input=data,
+                capture_output=True, check=False,
+            )
+            out_b, err_b = proc.stdout, proc.stderr
+    except FileNotFoundError as exc:
+        raise error(f"{args[0]}: command not found (install it or run scripts/bootstrap.sh)") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise InfraError(f"{' '.join(args[:3])}: timed out after {timeout:.0f} s") from exc
+    done = Completed(
+        argv=args,
+        returncode=proc.returncode,
+        stdout=out_b.decode(errors="replace"),
+        stderr=err_b.decode(errors="replace"),
+        duration=time.monotonic() - start,
+    )
+    if check and not done.ok:
+        where = f" (log: {log})" if log is not None else ""
+        last = done.tail(1) if log is None else _last_line(log)
+        raise error(
+            f"{' '.join(args[:4])}{' ...' if len(args) > 4 else ''} failed with exit "
+            f"{done.returncode}{where}: {last}",
+            detail=done.tail(40) if log is None else None,
+        )
+    return done
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""

@@ -1,0 +1,208 @@
+"""reprolab as a pytest plugin: options, the ``reprolab`` marker, the ``guest`` fixture.
+
+A reprolab test function is the scenario of one attempt. The plugin calls it once per
+attempt with a freshly booted guest (so ``attempts=N`` needs nothing from the author),
+folds the attempts into a verdict, and turns the verdict into a pass or a failure according
+to the mode: in ``regression`` mode a hit fails the test, in ``reproduce`` mode it passes.
+Infrastructure failures are reported as errors of the run, never as kernel verdicts.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reprolab.case import CaseSpec
+from reprolab.errors import InfraError, UserError
+from reprolab.guest.handle import Guest
+from reprolab.paths import default_artifacts
+from reprolab.results import CaseResult, append_result
+from reprolab.session import Session
+from reprolab.virt.connection import DEFAULT_URI
+
+_SESSION_KEY = pytest.StashKey[Session]()
+_RESULT_KEY = pytest.StashKey[CaseResult]()
+
+OPTIONS: list[tuple[str, dict[str, Any], str]] = [
+    ("uri", {"default": DEFAULT_URI}, "libvirt URI of the host that runs the guests"),
+    ("artifacts", {"default": None}, "directory for console logs, vmcores and reports "
+     "(default: ./artifacts)"),
+    ("kernel", {"default": None}, "kernel spec overriding every test case's kernel= "
+     "(stock, build:...)"),
+    ("attempts", {"default": None, "type": int}, "attempts per test case (overrides the "
+     "marker)"),
+    ("until", {"default": None, "choices": ["first-hit", "all"]}, "stop at the first hit "
+     "or run all attempts"),
+    ("mode", {"default": None, "choices": ["regression", "reproduce"]}, "regression: a "
+     "hit fails the test; reproduce: a hit passes it"),
+    ("keep-guest", {"default": None, "action": "store_const", "const": "true"},
+     "leave guests running after each attempt for inspection (the next run reaps them)"),
+]
+
+
+class FailedAttempts(Exception):
+    """A test case's verdict failed the test (with the repro rate in its message)."""
+
+
+class InfraFailure(Exception):
+    """No attempt could test the kernel: report an error of the run, not a kernel verdict."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("reprolab", "reproduce kernel faults under libvirt")
+    for name, kwargs, help_text in OPTIONS:
+        ini = "reprolab_" + name.replace("-", "_")
+        group.addoption(f"--reprolab-{name}", dest=ini, help=f"{help_text} (ini: {ini})",
+                        **kwargs)
+        parser.addini(ini, help_text, default=None)
+
+
+def _opt(config: pytest.Config, name: str) -> Any:
+    key = "reprolab_" + name.replace("-", "_")
+    value = config.getoption(key)
+    if value is None:
+        value = config.getini(key) or None
+    return value
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "reprolab(expect, kernel='stock', guest={}, cmdline={}, mode='regression', "
+        "attempts=1, until='first-hit', boot_timeout=180, silence_timeout=None, dump='elf', "
+        "hang_budget=None): a kernel-fault reproduction run on guests under libvirt",
+    )
+
+
+def _session(config: pytest.Config) -> Session:
+    if _SESSION_KEY not in config.stash:
+        artifacts = _opt(config, "artifacts")
+        keep = str(_opt(config, "keep-guest") or "").lower() in ("1", "true", "yes")
+        config.stash[_SESSION_KEY] = Session(
+            uri=str(_opt(config, "uri") or DEFAULT_URI),
+            artifacts=Path(artifacts).resolve() if artifacts else default_artifacts(),
+            keep_guest=keep,
+            kernel_override=_opt(config, "kernel"),
+        )
+    return config.stash[_SESSION_KEY]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _SESSION_KEY in config.stash:
+        config.stash[_SESSION_KEY].close()
+
+
+def case_of(item: pytest.Item) -> CaseSpec | None:
+    marker = item.get_closest_marker("reprolab")
+    if marker is None:
+        return None
+    if marker.args:
+        raise UserError(f"test case {item.nodeid}: the reprolab marker takes keyword "
+                        "arguments only")
+    case = CaseSpec.from_marker(item.nodeid, marker.kwargs)
+    config = item.config
+    attempts = _opt(config, "attempts")
+    return case.with_overrides(
+        attempts=int(attempts) if attempts else None,
+        until=_opt(config, "until"),
+        mode=_opt(config, "mode"),
+    )
+
+
+@pytest.fixture
+def guest(request: pytest.FixtureRequest) -> Guest | None:
+    """The booted guest of the current attempt.
+
+    Guests are per attempt, not per test, so the fixture only checks the marker is there;
+    :func:`pytest_pyfunc_call` passes a freshly booted guest to each attempt.
+    """
+    if request.node.get_closest_marker("reprolab") is None:
+        raise pytest.UsageError(
+            f"{request.node.nodeid}: the guest fixture needs @pytest.mark.reprolab(...)"
+        )
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    try:
+        case = case_of(pyfuncitem)
+    except UserError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if case is None:
+        return None
+    session = _session(pyfuncitem.config)
+    func = pyfuncitem.obj
+    params = inspect.signature(func).parameters
+    kwargs = {name: pyfuncitem.funcargs[name] for name in params if name != "guest"}
+
+    results = []
+    body_errors: list[BaseException] = []
+    for index in range(1, case.attempts + 1):
+
+        def body(g: Guest) -> None:
+            if "guest" in params:
+                func(**kwargs, guest=g)
+            else:
+                func(**kwargs)
+
+        try:
+            result, body_error = session.run_attempt(case, index, body)
+        except UserError as exc:
+            raise pytest.UsageError(f"{case.name}: {exc}") from None
+        results.append(result)
+        if body_error is not None:
+            body_errors.append(body_error)
+        if result.hit and case.until == "first-hit":
+            break
+    case_result = CaseResult(case, tuple(results))
+    pyfuncitem.stash[_RESULT_KEY] = case_result
+    _record(pyfuncitem, case_result, session)
+    append_result(session.artifacts, case_result)
+
+    if body_errors and not case_result.hits:
+        raise body_errors[0]
+    _judge(case_result)
+    return True
+
+
+def _record(item: pytest.Function, result: CaseResult, session: Session) -> None:
+    data = result.to_json()
+    for key in ("verdict", "title", "accel", "vmcore", "boot_seconds", "attempts", "hits",
+                "rate", "time_to_first_hit", "artifacts"):
+        item.user_properties.append((f"reprolab_{key}", data[key]))
+    item.user_properties.append(("reprolab_events", ",".join(data["events"])))
+    item.user_properties.append(("reprolab_signatures", ",".join(data["signatures"])))
+
+
+def _judge(result: CaseResult) -> None:
+    case = result.case
+    verdict = result.verdict
+    if verdict == "infra-error":
+        errors = "; ".join(a.error or "?" for a in result.attempts)
+        raise InfraFailure(f"infrastructure error, no kernel verdict: {errors}")
+    rate = result.rate()
+    where = result.attempts[0].directory.parent
+    if case.mode == "reproduce" and not result.hits:
+        raise FailedAttempts(
+            f"not reproduced in {len(result.kernel_attempts)} attempt(s): rate {rate}, so at "
+            f"most {rate.high:.0%} at 95% confidence; expected {case.expect.describe()}; "
+            f"artifacts: {where}"
+        )
+    if case.mode == "regression" and result.hits:
+        head = result.first_hit
+        raise FailedAttempts(
+            f"regression: reproduced {head.title if head else ''!r} in {rate}; "
+            f"artifacts: {where}"
+        )
+
+
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+    """Keep infrastructure failures out of the kernel's column: report them as errors."""
+    if call.excinfo is not None and call.when == "call" and isinstance(
+        call.excinfo.value, InfraFailure | InfraError
+    ):
+        item.user_properties.append(("reprolab_infra_error", str(call.excinfo.value)))

@@ -1,0 +1,112 @@
+"""Per-test results: attempts folded into a verdict, and the run's results file.
+
+The file is JSON lines appended under a lock, so pytest-xdist workers sharing one artifact
+tree write one file the main command can print as a table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from reprolab.attempt import AttemptResult
+from reprolab.case import CaseSpec
+from reprolab.stats import ReproRate
+from reprolab.verdict import Outcome
+
+RESULTS_FILE = "results.jsonl"
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    case: CaseSpec
+    attempts: tuple[AttemptResult, ...]
+
+    @property
+    def hits(self) -> int:
+        return sum(a.hit for a in self.attempts)
+
+    @property
+    def kernel_attempts(self) -> tuple[AttemptResult, ...]:
+        """Attempts that said something about the kernel (infrastructure failures do not)."""
+        return tuple(a for a in self.attempts if a.outcome is not Outcome.INFRA_ERROR)
+
+    @property
+    def verdict(self) -> str:
+        if self.hits:
+            return "reproduced"
+        if not self.kernel_attempts:
+            return "infra-error"
+        if any(a.outcome is Outcome.OTHER_CRASH for a in self.attempts):
+            return "other-crash"
+        return "not-reproduced"
+
+    @property
+    def first_hit(self) -> AttemptResult | None:
+        return next((a for a in self.attempts if a.hit), None)
+
+    @property
+    def time_to_first_hit(self) -> float | None:
+        total = 0.0
+        for a in self.attempts:
+            total += a.duration
+            if a.hit:
+                return total
+        return None
+
+    @property
+    def signatures(self) -> dict[str, int]:
+        return dict(Counter(a.signature for a in self.attempts if a.signature))
+
+    def rate(self) -> ReproRate:
+        """Repro rate with its 95% interval, over the attempts that tested the kernel."""
+        return ReproRate.measure(self.hits, len(self.kernel_attempts))
+
+    def headline(self) -> AttemptResult | None:
+        """The attempt whose evidence represents the test: first hit, else first crash."""
+        return self.first_hit or next(
+            (a for a in self.attempts if a.title), self.attempts[-1] if self.attempts else None
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        head = self.headline()
+        n = len(self.kernel_attempts)
+        rate = self.rate() if n else None
+        return {
+            "case": self.case.name,
+            "verdict": self.verdict,
+            "mode": self.case.mode,
+            "expect": self.case.expect.describe(),
+            "attempts": len(self.attempts),
+            "kernel_attempts": n,
+            "hits": self.hits,
+            "rate": str(rate) if rate is not None else None,
+            "time_to_first_hit": self.time_to_first_hit,
+            "title": head.title if head else None,
+            "accel": head.accel if head else None,
+            "vmcore": str(head.vmcore) if head and head.vmcore else None,
+            "boot_seconds": head.boot_seconds if head else None,
+            "signatures": self.signatures,
+            "events": sorted({e.kind for a in self.attempts for e in a.events}),
+            "errors": [a.error for a in self.attempts if a.error],
+            "artifacts": str(self.attempts[0].directory.parent) if self.attempts else None,
+        }
+
+
+def append_result(artifacts: Path, result: CaseResult) -> None:
+    artifacts.mkdir(parents=True, exist_ok=True)
+    path = artifacts / RESULTS_FILE
+    with FileLock(str(path) + ".lock"), path.open("a") as fh:
+        fh.write(json.dumps(result.to_json()) + "\n")
+
+
+def read_results(artifacts: Path) -> list[dict[str, Any]]:
+    path = artifacts / RESULTS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

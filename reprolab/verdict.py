@@ -1,0 +1,119 @@
+"""Kernel outcomes of an attempt, and what counts as "reproduced".
+
+Outcomes are values, not exceptions: an attempt that hit an unrelated crash is an
+``other-crash`` result that bisection logs and ignores, and an infrastructure failure is an
+``infra-error`` that never decides anything about the kernel.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from reprolab.errors import UserError
+
+
+class Outcome(enum.StrEnum):
+    REPRODUCED = "reproduced"
+    NOT_REPRODUCED = "not-reproduced"
+    OTHER_CRASH = "other-crash"
+    INFRA_ERROR = "infra-error"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What an attempt saw, reduced to what an expectation is matched against."""
+
+    crashed: bool
+    title: str | None = None
+    alt_titles: tuple[str, ...] = ()
+    kind: str | None = None
+    frame: str | None = None
+    frames: tuple[str, ...] = ()
+    events: tuple[str, ...] = ()  # event kinds in order of arrival
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """The signature that counts as "reproduced" for a test case.
+
+    Every field given must match; ``events`` must all be seen, in that order (for
+    "RT throttling, then the watchdog fires"). ``title`` is a regular expression matched
+    against the whole title or any alternative title.
+    """
+
+    title: str | None = None
+    kind: str | None = None
+    frame: str | None = None
+    in_stack: str | None = None
+    events: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None, *, where: str) -> Expectation:
+        data = dict(data or {})
+        known = {"title", "kind", "frame", "in_stack", "events"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(
+                f"{where}: unknown expect key {unknown[0]!r} (known: {', '.join(sorted(known))})"
+            )
+        events = data.get("events", ())
+        if isinstance(events, str):
+            events = (events,)
+        exp = cls(
+            title=data.get("title"),
+            kind=data.get("kind"),
+            frame=data.get("frame"),
+            in_stack=data.get("in_stack"),
+            events=tuple(str(e) for e in events),
+        )
+        if exp.title is not None:
+            try:
+                re.compile(exp.title)
+            except re.error as err:
+                raise UserError(f"{where}: expect title {exp.title!r} is not a regex: {err}") from err
+        if exp.empty:
+            raise UserError(f"{where}: expect needs at least one of {', '.join(sorted(known))}")
+        return exp
+
+    @property
+    def empty(self) -> bool:
+        return not (self.title or self.kind or self.frame or self.in_stack or self.events)
+
+    def describe(self) -> str:
+        parts = [f"{k}={v!r}" for k, v in self.__dict__.items() if v]
+        return ", ".join(parts)
+
+    def matches(self, seen: Observed) -> bool:
+        if self.events and not _in_order(self.events, seen.events):
+            return False
+        needs_crash = self.title or self.kind or self.frame or self.in_stack
+        if not needs_crash:
+            return True
+        if not seen.crashed:
+            return False
+        if self.title is not None:
+            titles = [t for t in (seen.title, *seen.alt_titles) if t]
+            if not any(re.fullmatch(self.title, t) for t in titles):
+                return False
+        if self.kind is not None and seen.kind != self.kind:
+            return False
+        if self.frame is not None and seen.frame != self.frame:
+            return False
+        return self.in_stack is None or self.in_stack in seen.frames
+
+
+def _in_order(wanted: Sequence[str], seen: Sequence[str]) -> bool:
+    it = iter(seen)
+    return all(any(s == w for s in it) for w in wanted)
+
+
+def classify(expect: Expectation, seen: Observed) -> Outcome:
+    if expect.matches(seen):
+        return Outcome.REPRODUCED
+    if seen.crashed:
+        return Outcome.OTHER_CRASH
+    return Outcome.NOT_REPRODUCED

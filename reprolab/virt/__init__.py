@@ -1,0 +1,1 @@
+"""libvirt access: connections, domains, dumps."""

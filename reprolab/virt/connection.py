@@ -1,0 +1,50 @@
+"""Opening libvirt connections with errors a person can act on.
+
+libvirt-python prints every error to stderr through its default handler before raising;
+reprolab reports errors itself, so the handler is silenced once, here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import libvirt
+
+from reprolab.errors import LibvirtUnavailable, UserError
+
+DEFAULT_URI = "qemu:///system"
+_KNOWN_SCHEMES = ("qemu", "qemu+ssh", "qemu+tcp", "qemu+tls", "qemu+unix", "test")
+
+
+def _quiet(_ctx: object, _err: object) -> None:
+    return None
+
+
+libvirt.registerErrorHandler(_quiet, None)
+
+
+def validate_uri(uri: str) -> str:
+    scheme = uri.split(":", 1)[0]
+    if "://" not in uri or scheme not in _KNOWN_SCHEMES:
+        raise UserError(
+            f"unknown libvirt URI {uri!r}: use qemu:///system, qemu+ssh://USER@HOST/system "
+            "or test:///default"
+        )
+    return uri
+
+
+def open_connection(uri: str = DEFAULT_URI) -> Any:
+    """Open ``uri`` read-write; an unreachable daemon is an infrastructure error."""
+    validate_uri(uri)
+    try:
+        return libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else "no reason given"
+        hint = ""
+        if uri.startswith("qemu:///"):
+            hint = " (is libvirtd running? start it with `virtlogd -d; libvirtd -d`)"
+        raise LibvirtUnavailable(f"cannot connect to libvirt at {uri}: {msg}{hint}") from exc
+
+
+def is_remote(uri: str) -> bool:
+    return "+ssh://" in uri or "+tcp://" in uri or "+tls://" in uri

@@ -1,0 +1,157 @@
+"""A transient domain whose life is tied to the run that started it.
+
+Domains are created with ``VIR_DOMAIN_START_AUTODESTROY`` (libvirtd destroys them when the
+creating connection closes, so a SIGKILLed runner leaks nothing) and ``START_PAUSED`` (so
+the console can be attached before the first byte is printed: a pty drops what it prints
+while nobody reads it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import libvirt
+
+from reprolab.errors import GuestDied, InfraError
+from reprolab.guest.domain_xml import render_domain_xml
+from reprolab.guest.metadata import NS, PREFIX, RunTag
+from reprolab.guest.spec import GuestSpec
+
+_STATE_NAMES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+_PAUSE_REASONS = {
+    libvirt.VIR_DOMAIN_PAUSED_WATCHDOG: "watchdog",
+    libvirt.VIR_DOMAIN_PAUSED_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PAUSED_IOERROR: "ioerror",
+    libvirt.VIR_DOMAIN_PAUSED_USER: "user",
+    libvirt.VIR_DOMAIN_PAUSED_DUMP: "dump",
+    libvirt.VIR_DOMAIN_PAUSED_STARTING_UP: "starting-up",
+}
+
+
+@dataclass(frozen=True)
+class DomainState:
+    state: str
+    reason: str
+
+    @property
+    def crashed(self) -> bool:
+        """pvpanic fired: the guest kernel told the host it panicked."""
+        return self.state == "crashed" or (self.state == "paused" and self.reason == "crashed")
+
+    @property
+    def watchdog_fired(self) -> bool:
+        return self.state == "paused" and self.reason == "watchdog"
+
+    @property
+    def gone(self) -> bool:
+        return self.state in ("shutoff", "nostate")
+
+    def __str__(self) -> str:
+        return f"{self.state} ({self.reason})" if self.reason else self.state
+
+
+def unique_name(label: str) -> str:
+    """A domain name no other run on the host will pick: label, pid and random bits."""
+    clean = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-")[:40] or "guest"
+    return f"rl-{clean}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class Domain:
+    """A running transient domain."""
+
+    def __init__(self, conn: Any, dom: Any, name: str, xml: str) -> None:
+        self.conn = conn
+        self.dom = dom
+        self.name = name
+        self.xml = xml
+
+    @classmethod
+    def start(
+        cls,
+        conn: Any,
+        spec: GuestSpec,
+        *,
+        label: str,
+        test: str = "",
+        serial_log: Path | None = None,
+    ) -> Domain:
+        name = unique_name(label)
+        xml = render_domain_xml(spec, name=name, tag=RunTag.current(test), serial_log=serial_log)
+        flags = libvirt.VIR_DOMAIN_START_AUTODESTROY | libvirt.VIR_DOMAIN_START_PAUSED
+        try:
+            dom = conn.createXML(xml, flags)
+        except libvirt.libvirtError as exc:
+            first = str(exc).splitlines()[0]
+            raise InfraError(f"libvirt could not start domain {name}: {first}") from exc
+        return cls(conn, dom, name, xml)
+
+    def resume(self) -> None:
+        try:
+            self.dom.resume()
+        except libvirt.libvirtError as exc:
+            raise GuestDied(f"domain {self.name} could not be resumed: {exc}") from exc
+
+    def state(self) -> DomainState:
+        try:
+            state, reason = self.dom.state()
+        except libvirt.libvirtError:
+            return DomainState("shutoff", "gone")
+        name = _STATE_NAMES.get(state, str(state))
+        why = _PAUSE_REASONS.get(reason, str(reason)) if state == libvirt.VIR_DOMAIN_PAUSED else ""
+        if state == libvirt.VIR_DOMAIN_CRASHED:
+            why = "panicked"
+        return DomainState(name, why)
+
+    def live_xml(self) -> str:
+        try:
+            return str(self.dom.XMLDesc(0))
+        except libvirt.libvirtError:
+            return self.xml
+
+    def pause(self) -> None:
+        try:
+            if self.dom.isActive() and self.state().state == "running":
+                self.dom.suspend()
+        except libvirt.libvirtError as exc:
+            raise GuestDied(f"domain {self.name} could not be paused: {exc}") from exc
+
+    def destroy(self) -> None:
+        """Idempotent: destroying a domain already gone is not an error."""
+        try:
+            self.dom.destroy()
+        except libvirt.libvirtError:
+            pass
+
+    def wait_gone(self, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.state().gone:
+                return True
+            time.sleep(0.1)
+        return False
+
+
+def run_tag_of(dom: Any) -> RunTag | None:
+    try:
+        text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS, 0)
+    except libvirt.libvirtError:
+        return None
+    return RunTag.from_xml(str(text))
+
+
+__all__ = ["PREFIX", "Domain", "DomainState", "run_tag_of", "unique_name"]

@@ -1,0 +1,50 @@
+"""Remove domains that a dead run left behind.
+
+Run at the start of every session: whatever an earlier run could not clean up (its
+AUTODESTROY connection outlived it, libvirtd was restarted) is destroyed before new guests
+start, so a host never fills up with orphans.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import libvirt
+
+from reprolab.virt.domain import run_tag_of
+
+#: A domain whose owner ran on another machine is only reaped after this long.
+DEFAULT_MAX_AGE_S = 6 * 3600
+
+
+@dataclass(frozen=True)
+class Reaped:
+    name: str
+    reason: str
+
+
+def reap_orphans(conn: Any, *, max_age_s: float = DEFAULT_MAX_AGE_S) -> list[Reaped]:
+    reaped: list[Reaped] = []
+    try:
+        domains = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+    except libvirt.libvirtError:
+        return reaped
+    for dom in domains:
+        tag = run_tag_of(dom)
+        if tag is None:
+            continue  # not ours: never touch a domain reprolab did not tag
+        alive = tag.owner_alive()
+        if alive is False:
+            reason = f"owner pid {tag.pid} on {tag.host} is gone"
+        elif alive is None and tag.age_seconds() > max_age_s:
+            reason = f"owner on {tag.host} started it {tag.age_seconds() / 3600:.1f} h ago"
+        else:
+            continue
+        try:
+            name = dom.name()
+            dom.destroy()
+        except libvirt.libvirtError:
+            continue
+        reaped.append(Reaped(name, reason))
+    return reaped

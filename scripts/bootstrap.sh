@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Bring a fresh Debian 12 machine to the point where reprolab can run: Debian packages,
+# the daemons (no systemd here, so by hand), and a virtualenv with reprolab installed.
+# Idempotent: every step checks before it acts, so a second run takes seconds.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv="${REPROLAB_VENV:-$here/.venv}"
+stamp="$venv/.reprolab-bootstrap"
+
+debs=(
+  qemu-system-x86 qemu-utils
+  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
+  pkg-config gcc python3-dev python3-venv
+  linux-image-amd64 busybox-static kmod cpio zstd crash
+  openssh-client openssh-server
+)
+missing=()
+for p in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Daemons: virtlogd keeps the console <log> copy, libvirtd runs the domains.
+pgrep -x virtlogd >/dev/null || virtlogd -d
+pgrep -x libvirtd >/dev/null || libvirtd -d
+for _ in $(seq 50); do
+  [ -S /var/run/libvirt/libvirt-sock ] && break
+  sleep 0.1
+done
+
+# QEMU runs as libvirt-qemu and cannot read under /root: caches live under /var/lib.
+install -d -m 0755 /var/lib/reprolab
+
+reqhash=$(sha256sum "$here/pyproject.toml" | cut -c1-16)
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$reqhash" ]; then
+  echo "bootstrap: installing reprolab into $venv"
+  [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q -e "$here[dev]"
+  echo "$reqhash" >"$stamp"
+fi
