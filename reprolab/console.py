@@ -8,6 +8,7 @@ paused: a pty drops what it prints while nobody reads it.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import time
@@ -73,10 +74,8 @@ class Console:
 
     def close(self) -> None:
         if self._child is not None:
-            try:
+            with contextlib.suppress(InfraError):
                 self.pump(0.0)
-            except InfraError:
-                pass
             self._child.close(force=True)
             self._child = None
         if self._log is not None:

@@ -36,3 +36,12 @@ def runtime_root() -> Path:
 
 def default_artifacts() -> Path:
     return Path(os.environ.get("REPROLAB_ARTIFACTS", "artifacts")).resolve()
+
+
+def new_run_id() -> str:
+    """A sortable, unique name for one run's artifact tree: nothing of an earlier run is
+    overwritten when the same case runs again."""
+    import secrets
+    from datetime import datetime
+
+    return f"run-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"

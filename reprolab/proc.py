@@ -74,7 +74,9 @@ def run(
             )
             out_b, err_b = proc.stdout, proc.stderr
     except FileNotFoundError as exc:
-        raise error(f"{args[0]}: command not found (install it or run scripts/bootstrap.sh)") from exc
+        raise error(
+            f"{args[0]}: command not found (install it or run scripts/bootstrap.sh)"
+        ) from exc
     except subprocess.TimeoutExpired as exc:
         raise InfraError(f"{' '.join(args[:3])}: timed out after {timeout:.0f} s") from exc
     done = Completed(

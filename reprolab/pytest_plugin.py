@@ -10,15 +10,16 @@ Infrastructure failures are reported as errors of the run, never as kernel verdi
 from __future__ import annotations
 
 import inspect
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from reprolab.case import CaseSpec
-from reprolab.errors import InfraError, UserError
+from reprolab.errors import UserError
 from reprolab.guest.handle import Guest
-from reprolab.paths import default_artifacts
+from reprolab.paths import default_artifacts, new_run_id
 from reprolab.results import CaseResult, append_result
 from reprolab.session import Session
 from reprolab.virt.connection import DEFAULT_URI
@@ -41,14 +42,6 @@ OPTIONS: list[tuple[str, dict[str, Any], str]] = [
     ("keep-guest", {"default": None, "action": "store_const", "const": "true"},
      "leave guests running after each attempt for inspection (the next run reaps them)"),
 ]
-
-
-class FailedAttempts(Exception):
-    """A test case's verdict failed the test (with the repro rate in its message)."""
-
-
-class InfraFailure(Exception):
-    """No attempt could test the kernel: report an error of the run, not a kernel verdict."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -77,13 +70,39 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+_RUN_KEY = pytest.StashKey[str]()
+
+
+def _run_id(config: pytest.Config) -> str:
+    """One run id for the controller and every xdist worker, so all land in one tree."""
+    if _RUN_KEY not in config.stash:
+        workerinput = getattr(config, "workerinput", None)
+        if workerinput and "reprolab_run_id" in workerinput:
+            config.stash[_RUN_KEY] = str(workerinput["reprolab_run_id"])
+        else:
+            config.stash[_RUN_KEY] = os.environ.get("REPROLAB_RUN_ID") or new_run_id()
+    return config.stash[_RUN_KEY]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    node.workerinput["reprolab_run_id"] = _run_id(node.config)
+
+
+def artifacts_root(config: pytest.Config) -> Path:
+    """``--reprolab-artifacts`` is used as given; the default gets a directory per run."""
+    given = _opt(config, "artifacts")
+    if given:
+        return Path(given).resolve()
+    return default_artifacts() / _run_id(config)
+
+
 def _session(config: pytest.Config) -> Session:
     if _SESSION_KEY not in config.stash:
-        artifacts = _opt(config, "artifacts")
         keep = str(_opt(config, "keep-guest") or "").lower() in ("1", "true", "yes")
         config.stash[_SESSION_KEY] = Session(
             uri=str(_opt(config, "uri") or DEFAULT_URI),
-            artifacts=Path(artifacts).resolve() if artifacts else default_artifacts(),
+            artifacts=artifacts_root(config),
             keep_guest=keep,
             kernel_override=_opt(config, "kernel"),
         )
@@ -152,7 +171,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         try:
             result, body_error = session.run_attempt(case, index, body)
         except UserError as exc:
-            raise pytest.UsageError(f"{case.name}: {exc}") from None
+            pytest.fail(f"{case.name}: {exc}", pytrace=False)
         results.append(result)
         if body_error is not None:
             body_errors.append(body_error)
@@ -183,26 +202,49 @@ def _judge(result: CaseResult) -> None:
     verdict = result.verdict
     if verdict == "infra-error":
         errors = "; ".join(a.error or "?" for a in result.attempts)
-        raise InfraFailure(f"infrastructure error, no kernel verdict: {errors}")
+        pytest.fail(f"infrastructure error, no kernel verdict: {errors}", pytrace=False)
     rate = result.rate()
     where = result.attempts[0].directory.parent
     if case.mode == "reproduce" and not result.hits:
-        raise FailedAttempts(
+        pytest.fail(
             f"not reproduced in {len(result.kernel_attempts)} attempt(s): rate {rate}, so at "
             f"most {rate.high:.0%} at 95% confidence; expected {case.expect.describe()}; "
-            f"artifacts: {where}"
+            f"artifacts: {where}",
+            pytrace=False,
         )
     if case.mode == "regression" and result.hits:
         head = result.first_hit
-        raise FailedAttempts(
+        pytest.fail(
             f"regression: reproduced {head.title if head else ''!r} in {rate}; "
-            f"artifacts: {where}"
+            f"artifacts: {where}",
+            pytrace=False,
         )
 
 
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
-    """Keep infrastructure failures out of the kernel's column: report them as errors."""
-    if call.excinfo is not None and call.when == "call" and isinstance(
-        call.excinfo.value, InfraFailure | InfraError
-    ):
-        item.user_properties.append(("reprolab_infra_error", str(call.excinfo.value)))
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Validate every reprolab marker before any guest boots: a typo costs no boot time."""
+    for item in items:
+        try:
+            case_of(item)
+        except UserError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if _SESSION_KEY not in config.stash:
+        return
+    from reprolab.results import read_results
+
+    session = config.stash[_SESSION_KEY]
+    rows = read_results(session.artifacts)
+    if not rows:
+        return
+    terminalreporter.section("reprolab verdicts")
+    for row in rows:
+        terminalreporter.write_line(
+            f"{row['verdict']:<15} {row['hits']}/{row['attempts']:<3} "
+            f"{row['title'] or '-'}  [{row['case']}]"
+        )
+    terminalreporter.write_line(f"artifacts: {session.artifacts}")
+    for reaped in session.reaped:
+        terminalreporter.write_line(f"reaped orphan domain {reaped.name}: {reaped.reason}")

@@ -8,6 +8,7 @@ boot, the test body, capture, triage, verdict, with every artifact kept whatever
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -87,14 +88,16 @@ class Session:
     @property
     def accel(self) -> AccelInfo:
         if self._accel is None:
-            self._accel = detect_accel()
+            from reprolab.kvm_probe import probe_kvm
+
+            self._accel = detect_accel(probe=lambda: probe_kvm(self.uri))
         return self._accel
 
     def close(self) -> None:
         if self._conn is not None:
             try:
                 self._conn.close()
-            except Exception:  # noqa: BLE001 - closing a dead connection is not an error
+            except Exception:
                 log.debug("libvirt connection close failed", exc_info=True)
             self._conn = None
         shutil.rmtree(self.run_dir, ignore_errors=True)
@@ -111,7 +114,7 @@ class Session:
                 from reprolab.kernel.resolve import resolve_kernel
                 from reprolab.kernel.spec import parse_kernel_spec
 
-                parsed = parse_kernel_spec(spec)  # type: ignore[arg-type]
+                parsed = parse_kernel_spec(spec)
                 self._kernels[key] = resolve_kernel(parsed, artifacts_dir=artifacts_dir)
         return self._kernels[key]
 
@@ -189,7 +192,8 @@ class Session:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         serial = self.run_dir / f"{directory.name}-{secrets.token_hex(3)}.serial.log"
         domain = Domain.start(self.conn, spec, label=_safe(case.name.split("::")[-1]),
-                              test=case.name, serial_log=serial)
+                              test=case.name, serial_log=serial,
+                              autodestroy=not self.keep_guest)
         (directory / "domain.xml").write_text(domain.xml)
         (directory / "cmdline.txt").write_text(spec.cmdline_text() + "\n")
         console = Console(self.uri, domain.name, directory / "console.log")
@@ -237,11 +241,18 @@ class Session:
 
     # -- one attempt -------------------------------------------------------------------------
     def attempt_dir(self, case: CaseSpec, index: int) -> Path:
-        directory = self.artifacts / _safe(case.name) / f"attempt-{index:03d}"
-        if directory.exists():
-            shutil.rmtree(directory)
-        directory.mkdir(parents=True)
-        return directory
+        """A new directory for the attempt; an earlier one of the same name is never reused."""
+        base = self.artifacts / _safe(case.name)
+        base.mkdir(parents=True, exist_ok=True)
+        name = f"attempt-{index:03d}"
+        for n in range(1000):
+            directory = base / (name if n == 0 else f"{name}.{n}")
+            try:
+                directory.mkdir()
+                return directory
+            except FileExistsError:
+                continue
+        raise InfraError(f"no free attempt directory under {base}")
 
     def run_attempt(self, case: CaseSpec, index: int, body: Body
                     ) -> tuple[AttemptResult, BaseException | None]:
@@ -279,7 +290,7 @@ class Session:
         except InfraError as exc:
             if not guest.crashed_during(exc):
                 infra_error = exc
-        except Exception as exc:  # noqa: BLE001 - the test's own failure, re-raised later
+        except Exception as exc:
             if not guest.crashed_during(exc, grace=1.0):
                 body_error = exc
         except BaseException:  # KeyboardInterrupt: keep the evidence, then stop
@@ -304,10 +315,8 @@ class Session:
         from reprolab.triage.report import parse_log
 
         # Pick up anything still in flight (a report may still be printing).
-        try:
+        with contextlib.suppress(InfraError):
             guest.poll(0.5)
-        except InfraError:
-            pass
         fatal = guest.fatal_event
         vmcore = None
         vmcore_seconds = None
@@ -364,7 +373,7 @@ class Session:
             return write_dossier(vmcore, kernel.vmlinux, directory, console_report=report)
         except (UserError, InfraError) as exc:
             notes.append(f"vmcore triage failed: {exc}")
-        except Exception as exc:  # noqa: BLE001 - a triage bug must not eat the verdict
+        except Exception as exc:
             log.exception("vmcore triage crashed")
             notes.append(f"vmcore triage crashed: {type(exc).__name__}: {exc}")
         return None

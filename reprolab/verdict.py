@@ -74,7 +74,9 @@ class Expectation:
             try:
                 re.compile(exp.title)
             except re.error as err:
-                raise UserError(f"{where}: expect title {exp.title!r} is not a regex: {err}") from err
+                raise UserError(
+                    f"{where}: expect title {exp.title!r} is not a regex: {err}"
+                ) from err
         if exp.empty:
             raise UserError(f"{where}: expect needs at least one of {', '.join(sorted(known))}")
         return exp

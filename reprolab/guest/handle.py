@@ -114,14 +114,19 @@ class Guest:
             self.poll(min(0.25, max(0.0, deadline - time.monotonic())))
         return self.fatal_event
 
-    def wait_for_event(self, kind: str, timeout: float) -> GuestEvent | None:
-        """Wait until an event of ``kind`` arrives (or a fatal one ends the wait)."""
+    def wait_for_event(self, kind: str, timeout: float, *, stop_on_fatal: bool = True
+                       ) -> GuestEvent | None:
+        """Wait until an event of ``kind`` arrives.
+
+        A fatal event ends the wait early unless ``stop_on_fatal`` is off, for events that
+        follow a crash (pvpanic after the panic, the watchdog after a hang).
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = next((e for e in self.events if e.kind == kind), None)
             if found is not None:
                 return found
-            if self.fatal_event is not None:
+            if stop_on_fatal and self.fatal_event is not None:
                 return None
             self.poll(0.25)
         return None

@@ -41,7 +41,7 @@ def open_connection(uri: str = DEFAULT_URI) -> Any:
     except libvirt.libvirtError as exc:
         msg = str(exc).splitlines()[0] if str(exc) else "no reason given"
         hint = ""
-        if uri.startswith("qemu:///"):
+        if uri.startswith("qemu:///") and ("socket" in msg or "No such file" in msg):
             hint = " (is libvirtd running? start it with `virtlogd -d; libvirtd -d`)"
         raise LibvirtUnavailable(f"cannot connect to libvirt at {uri}: {msg}{hint}") from exc
 

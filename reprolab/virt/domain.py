@@ -8,6 +8,7 @@ while nobody reads it).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -89,10 +90,22 @@ class Domain:
         label: str,
         test: str = "",
         serial_log: Path | None = None,
+        autodestroy: bool = True,
+        paused: bool = True,
     ) -> Domain:
+        """Create the transient domain.
+
+        ``autodestroy=False`` is only for ``--reprolab-keep-guest`` (the user asked for the
+        guest to outlive the run; the next run's reaper removes it) and for libvirt's test
+        driver, which supports neither flag.
+        """
         name = unique_name(label)
         xml = render_domain_xml(spec, name=name, tag=RunTag.current(test), serial_log=serial_log)
-        flags = libvirt.VIR_DOMAIN_START_AUTODESTROY | libvirt.VIR_DOMAIN_START_PAUSED
+        flags = 0
+        if autodestroy:
+            flags |= libvirt.VIR_DOMAIN_START_AUTODESTROY
+        if paused:
+            flags |= libvirt.VIR_DOMAIN_START_PAUSED
         try:
             dom = conn.createXML(xml, flags)
         except libvirt.libvirtError as exc:
@@ -132,10 +145,8 @@ class Domain:
 
     def destroy(self) -> None:
         """Idempotent: destroying a domain already gone is not an error."""
-        try:
+        with contextlib.suppress(libvirt.libvirtError):
             self.dom.destroy()
-        except libvirt.libvirtError:
-            pass
 
     def wait_gone(self, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout

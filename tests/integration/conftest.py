@@ -1,0 +1,15 @@
+"""Integration tests boot real guests under the local libvirtd (TCG here)."""
+
+from collections.abc import Iterator
+from pathlib import Path
+import pytest
+
+from reprolab.session import Session
+from vmtools import URI
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Iterator[Session]:
+    s = Session(uri=URI, artifacts=tmp_path / "artifacts")
+    yield s
+    s.close()

@@ -1,0 +1,106 @@
+"""Domain XML rendering: what libvirt is asked to build, checked with XPath."""
+
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from reprolab.errors import UserError
+from reprolab.guest.domain_xml import QEMU_NS, render_domain_xml
+from reprolab.guest.metadata import NS, RunTag
+from reprolab.guest.spec import GuestOptions, GuestSpec, Watchdog, merge_cmdline, parse_memory
+
+
+def _xml(**kw: object) -> etree._Element:
+    spec = GuestSpec(kernel=Path("/var/lib/k"), initrd=Path("/var/lib/i"), **kw)  # type: ignore[arg-type]
+    text = render_domain_xml(spec, name="rl-x", tag=RunTag.current("t::x"),
+                             serial_log=Path("/var/lib/s.log"))
+    return etree.fromstring(text.encode())
+
+
+def test_direct_kernel_boot_and_tcg() -> None:
+    root = _xml(cmdline=merge_cmdline({"console": "ttyS0", "panic": 0}))
+    assert root.get("type") == "qemu"
+    assert root.findtext("os/kernel") == "/var/lib/k"
+    assert root.findtext("os/initrd") == "/var/lib/i"
+    assert root.findtext("os/cmdline") == "console=ttyS0 panic=0"
+    assert root.find("features/vmcoreinfo").get("state") == "on"
+    assert root.findtext("on_crash") == "preserve"
+
+
+def test_kvm_accel_renders_kvm_type() -> None:
+    assert _xml(accel="kvm").get("type") == "kvm"
+
+
+def test_serial_console_keeps_a_log_copy() -> None:
+    root = _xml()
+    assert root.find("devices/serial/log").get("file") == "/var/lib/s.log"
+    assert root.find("devices/console/target").get("type") == "serial"
+
+
+def test_nested_requires_svm_on_qemu64() -> None:
+    root = _xml(nested=True)
+    feat = root.find("cpu/feature")
+    assert root.findtext("cpu/model") == "qemu64"
+    assert (feat.get("name"), feat.get("policy")) == ("svm", "require")
+    assert _xml(nested=False).find("cpu/feature") is None
+
+
+def test_panic_and_watchdog_devices() -> None:
+    root = _xml(watchdog=Watchdog(action="pause"))
+    assert root.find("devices/panic").get("model") == "isa"
+    wd = root.find("devices/watchdog")
+    assert (wd.get("model"), wd.get("action")) == ("i6300esb", "pause")
+    assert _xml(panic_device="none").find("devices/panic") is None
+
+
+def test_ssh_forward_is_loopback_only_and_restricted() -> None:
+    root = _xml(ssh_port=40022, fw_cfg=(("opt/reprolab/authorized_keys", Path("/var/ak")),))
+    args = [a.get("value") for a in root.iter(f"{{{QEMU_NS}}}arg")]
+    netdev = args[args.index("-netdev") + 1]
+    assert "restrict=on" in netdev
+    assert "hostfwd=tcp:127.0.0.1:40022-:22" in netdev
+    assert "name=opt/reprolab/authorized_keys,file=/var/ak" in args
+
+
+def test_no_network_without_ssh() -> None:
+    assert list(_xml().iter(f"{{{QEMU_NS}}}arg")) == []
+
+
+def test_metadata_tags_owner() -> None:
+    root = _xml()
+    run = root.find(f"metadata/{{{NS}}}run")
+    tag = RunTag.from_xml(etree.tostring(run).decode())
+    assert tag is not None and tag.test == "t::x" and tag.owner_alive() is True
+
+
+def test_special_characters_are_escaped() -> None:
+    spec = GuestSpec(kernel=Path("/var/a&b<c>"), cmdline=(("x", "'\"&"),))
+    root = etree.fromstring(render_domain_xml(spec, name="n").encode())
+    assert root.findtext("os/kernel") == "/var/a&b<c>"
+    assert root.findtext("os/cmdline") == "x='\"&"
+
+
+def test_merge_cmdline_later_layer_wins_and_false_removes() -> None:
+    merged = merge_cmdline({"console": "ttyS0", "panic": 0, "quiet": True},
+                           {"panic": 10, "quiet": False, "nmi_watchdog": "panic"})
+    assert merged == (("console", "ttyS0"), ("panic", "10"), ("nmi_watchdog", "panic"))
+
+
+@pytest.mark.parametrize(("text", "mib"), [("512M", 512), ("1G", 1024), ("2GiB", 2048),
+                                           (768, 768), ("1024", 1024)])
+def test_parse_memory(text: str | int, mib: int) -> None:
+    assert parse_memory(text) == mib
+
+
+@pytest.mark.parametrize("bad", ["lots", "12", "-1G", "1.5G"])
+def test_parse_memory_rejects(bad: str) -> None:
+    with pytest.raises(UserError):
+        parse_memory(bad)
+
+
+def test_guest_options_reject_unknown_keys() -> None:
+    with pytest.raises(UserError, match="unknown guest key 'vcpu'"):
+        GuestOptions.from_mapping({"vcpu": 2}, where="t")
+    opts = GuestOptions.from_mapping({"vcpus": 4, "memory": "1G", "watchdog": True}, where="t")
+    assert (opts.vcpus, opts.memory_mib, opts.watchdog) == (4, 1024, Watchdog())
