@@ -8,11 +8,20 @@ venv="${REPROLAB_VENV:-$here/.venv}"
 stamp="$venv/.reprolab-bootstrap"
 
 debs=(
+  # libvirt and QEMU: the guests
   qemu-system-x86 qemu-utils
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
+  # the virtualenv (libvirt-python compiles against libvirt-dev)
   pkg-config gcc python3-dev python3-venv
+  # the stock kernel and what the minimal guest and dumps need
   linux-image-amd64 busybox-static kmod cpio zstd crash
   openssh-client openssh-server
+  # programs the image recipes copy into guests (images/*.yaml take them from the host)
+  util-linux procps iproute2 stress-ng rt-tests kexec-tools dropbear-bin fuse3 e2fsprogs
+  libc6-dev mmdebstrap
+  # kernel builds (reprolab build-kernel) and Debian's kernel source
+  build-essential bc bison flex libelf-dev libssl-dev ccache dwarves xz-utils rsync git
+  linux-source-6.12
 )
 missing=()
 for p in "${debs[@]}"; do

@@ -2,10 +2,11 @@
 
 from collections.abc import Iterator
 from pathlib import Path
+
 import pytest
+from vmtools import URI
 
 from reprolab.session import Session
-from vmtools import URI
 
 
 @pytest.fixture

@@ -11,13 +11,12 @@ from pathlib import Path
 import drgn
 import pytest
 from lxml import etree
+from vmtools import domain_name, make_case, our_domains
 
 from reprolab.events import NO_OUTPUT, PVPANIC
 from reprolab.guest.handle import Guest
 from reprolab.session import Session
 from reprolab.verdict import Outcome
-
-from vmtools import domain_name, make_case, our_domains
 
 pytestmark = pytest.mark.vm
 REPO = Path(__file__).resolve().parents[2]

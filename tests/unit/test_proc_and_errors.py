@@ -33,7 +33,7 @@ def test_run_missing_command_and_timeout(tmp_path: Path) -> None:
 
 
 def test_missing_stock_kernel_is_one_line(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="no stock kernel.*apt-get install linux-image-amd64"):
+    with pytest.raises(UserError, match=r"no stock kernel.*apt-get install linux-image-amd64"):
         stock_kernel(boot=tmp_path, modules=tmp_path)
 
 
