@@ -30,6 +30,8 @@ class AttemptResult:
     duration: float = 0.0
     error: str | None = None
     notes: tuple[str, ...] = field(default=())
+    #: Wall-clock start (ISO 8601, UTC): lines attempts of parallel workers up in time.
+    started_at: str = ""
 
     @property
     def hit(self) -> bool:
@@ -54,6 +56,7 @@ class AttemptResult:
             "error": self.error,
             "notes": list(self.notes),
             "directory": str(self.directory),
+            "started_at": self.started_at,
         }
 
     def write(self) -> Path:

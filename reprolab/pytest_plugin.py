@@ -17,14 +17,19 @@ from typing import Any
 import pytest
 
 from reprolab.case import CaseSpec
-from reprolab.errors import UserError
+from reprolab.errors import InfraError, UserError
 from reprolab.guest.handle import Guest
+from reprolab.hosts import HostPool, run_state_dir
 from reprolab.paths import default_artifacts, new_run_id
 from reprolab.results import CaseResult, append_result
 from reprolab.session import Session
 from reprolab.virt.connection import DEFAULT_URI
 
 _SESSION_KEY = pytest.StashKey[Session]()
+_SESSIONS_KEY = pytest.StashKey[dict[str, Session]]()
+_POOL_KEY = pytest.StashKey[HostPool]()
+#: How long a test waits for a free guest slot on the lab's hosts.
+LEASE_TIMEOUT = 6 * 3600
 _RESULT_KEY = pytest.StashKey[CaseResult]()
 
 OPTIONS: list[tuple[str, dict[str, Any], str]] = [
@@ -39,6 +44,8 @@ OPTIONS: list[tuple[str, dict[str, Any], str]] = [
      "or run all attempts"),
     ("mode", {"default": None, "choices": ["regression", "reproduce"]}, "regression: a "
      "hit fails the test; reproduce: a hit passes it"),
+    ("hosts", {"default": None}, "share test cases over lab hosts: an ansible inventory or "
+     "URIs separated by commas (URI;guests=N); each host runs at most its capacity"),
     ("keep-guest", {"default": None, "action": "store_const", "const": "true"},
      "leave guests running after each attempt for inspection (the next run reaps them)"),
 ]
@@ -97,21 +104,38 @@ def artifacts_root(config: pytest.Config) -> Path:
     return default_artifacts() / _run_id(config)
 
 
-def _session(config: pytest.Config) -> Session:
-    if _SESSION_KEY not in config.stash:
+def _session(config: pytest.Config, uri: str | None = None) -> Session:
+    """The session for ``uri`` (default: ``--reprolab-uri``); one per libvirt host."""
+    uri = uri or str(_opt(config, "uri") or DEFAULT_URI)
+    sessions = config.stash.setdefault(_SESSIONS_KEY, {})
+    if uri not in sessions:
         keep = str(_opt(config, "keep-guest") or "").lower() in ("1", "true", "yes")
-        config.stash[_SESSION_KEY] = Session(
-            uri=str(_opt(config, "uri") or DEFAULT_URI),
+        sessions[uri] = Session(
+            uri=uri,
             artifacts=artifacts_root(config),
             keep_guest=keep,
             kernel_override=_opt(config, "kernel"),
         )
-    return config.stash[_SESSION_KEY]
+        config.stash.setdefault(_SESSION_KEY, sessions[uri])
+    return sessions[uri]
+
+
+def _pool(config: pytest.Config) -> HostPool | None:
+    value = _opt(config, "hosts")
+    if not value:
+        return None
+    if _POOL_KEY not in config.stash:
+        try:
+            config.stash[_POOL_KEY] = HostPool.from_option(
+                str(value), run_state_dir(_run_id(config)))
+        except UserError as exc:
+            raise pytest.UsageError(f"--reprolab-hosts: {exc}") from None
+    return config.stash[_POOL_KEY]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if _SESSION_KEY in config.stash:
-        config.stash[_SESSION_KEY].close()
+    for session in config.stash.get(_SESSIONS_KEY, {}).values():
+        session.close()
 
 
 def case_of(item: pytest.Item) -> CaseSpec | None:
@@ -153,7 +177,56 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         raise pytest.UsageError(str(exc)) from None
     if case is None:
         return None
-    session = _session(pyfuncitem.config)
+    pool = _pool(pyfuncitem.config)
+    if pool is None:
+        session = _session(pyfuncitem.config)
+        case_result = _run_case(pyfuncitem, case, session)
+    else:
+        session, case_result = _run_on_pool(pyfuncitem, case, pool)
+    pyfuncitem.stash[_RESULT_KEY] = case_result
+    _record(pyfuncitem, case_result, session)
+    append_result(session.artifacts, case_result, host=session.uri)
+    errors = pyfuncitem.stash.get(_BODY_ERRORS_KEY, [])
+    if errors and not case_result.hits:
+        raise errors[0]
+    _judge(case_result)
+    return True
+
+
+_BODY_ERRORS_KEY = pytest.StashKey[list[BaseException]]()
+
+
+def _host_trouble(result: CaseResult) -> str | None:
+    """The reason to take a host out of the pool: every attempt failed on the host itself."""
+    if result.kernel_attempts or not result.attempts:
+        return None
+    first = result.attempts[0]
+    host_level = ("error-type=LibvirtUnavailable" in first.notes
+                  or (first.error or "").startswith("host "))
+    return first.error if host_level else None
+
+
+def _run_on_pool(item: pytest.Function, case: CaseSpec, pool: HostPool
+                 ) -> tuple[Session, CaseResult]:
+    """Run the case on a leased host; move to another host when that one is unhealthy."""
+    tried: list[str] = []
+    while True:
+        try:
+            lease = pool.acquire(LEASE_TIMEOUT, exclude=tried)
+        except InfraError as exc:
+            pytest.fail(f"infrastructure error, no kernel verdict: {exc}", pytrace=False)
+        with lease:
+            session = _session(item.config, lease.host.uri)
+            item.user_properties.append(("reprolab_host", lease.host.name))
+            result = _run_case(item, case, session)
+            trouble = _host_trouble(result)
+            if trouble is None:
+                return session, result
+            lease.mark_unhealthy(trouble)
+            tried.append(lease.host.name)
+
+
+def _run_case(pyfuncitem: pytest.Function, case: CaseSpec, session: Session) -> CaseResult:
     func = pyfuncitem.obj
     params = inspect.signature(func).parameters
     kwargs = {name: pyfuncitem.funcargs[name] for name in params if name != "guest"}
@@ -177,15 +250,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
             body_errors.append(body_error)
         if result.hit and case.until == "first-hit":
             break
-    case_result = CaseResult(case, tuple(results))
-    pyfuncitem.stash[_RESULT_KEY] = case_result
-    _record(pyfuncitem, case_result, session)
-    append_result(session.artifacts, case_result)
-
-    if body_errors and not case_result.hits:
-        raise body_errors[0]
-    _judge(case_result)
-    return True
+    pyfuncitem.stash[_BODY_ERRORS_KEY] = body_errors
+    return CaseResult(case, tuple(results))
 
 
 def _record(item: pytest.Function, result: CaseResult, session: Session) -> None:
@@ -231,20 +297,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    if _SESSION_KEY not in config.stash:
-        return
+    """The verdicts of every reprolab test of the run (all xdist workers included)."""
     from reprolab.results import read_results
 
-    session = config.stash[_SESSION_KEY]
-    rows = read_results(session.artifacts)
+    if getattr(config, "workerinput", None) is not None:
+        return
+    root = artifacts_root(config)
+    rows = read_results(root)
     if not rows:
         return
     terminalreporter.section("reprolab verdicts")
     for row in rows:
+        where = f" on {row['host']}" if row.get("host") else ""
         terminalreporter.write_line(
             f"{row['verdict']:<15} {row['hits']}/{row['attempts']:<3} "
-            f"{row['title'] or '-'}  [{row['case']}]"
+            f"{row['title'] or '-'}  [{row['case']}]{where}"
         )
-    terminalreporter.write_line(f"artifacts: {session.artifacts}")
-    for reaped in session.reaped:
-        terminalreporter.write_line(f"reaped orphan domain {reaped.name}: {reaped.reason}")
+    terminalreporter.write_line(f"artifacts: {root}")
+    for each in config.stash.get(_SESSIONS_KEY, {}).values():
+        for reaped in each.reaped:
+            terminalreporter.write_line(f"reaped orphan domain {reaped.name} on {each.uri}: "
+                                        f"{reaped.reason}")
+    pool = _pool(config)
+    if pool is not None:
+        for line in pool.summary():
+            terminalreporter.write_line(f"host {line}")

@@ -98,11 +98,11 @@ class CaseResult:
         }
 
 
-def append_result(artifacts: Path, result: CaseResult) -> None:
+def append_result(artifacts: Path, result: CaseResult, **extra: Any) -> None:
     artifacts.mkdir(parents=True, exist_ok=True)
     path = artifacts / RESULTS_FILE
     with FileLock(str(path) + ".lock"), path.open("a") as fh:
-        fh.write(json.dumps(result.to_json()) + "\n")
+        fh.write(json.dumps({**result.to_json(), **extra}) + "\n")
 
 
 def read_results(artifacts: Path) -> list[dict[str, Any]]:

@@ -16,6 +16,8 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +34,7 @@ from reprolab.verdict import Observed, Outcome, classify
 from reprolab.virt.connection import DEFAULT_URI, open_connection
 from reprolab.virt.domain import Domain
 from reprolab.virt.dump import take_vmcore
+from reprolab.virt.hostfiles import HostFiles, LocalFiles, host_files
 from reprolab.virt.reaper import Reaped, reap_orphans
 
 if TYPE_CHECKING:
@@ -73,6 +76,8 @@ class Session:
         self._images: dict[tuple[str, str], GuestImage] = {}
         self.reaped: list[Reaped] = []
         self.run_dir = runtime_root() / f"session-{secrets.token_hex(4)}"
+        #: Files on the libvirt host: shipped there (qemu+ssh) or used in place (local).
+        self.files: HostFiles = host_files(uri, self.run_dir.name)
         self._ssh_key: tuple[Path, Path] | None = None
 
     # -- shared resources --------------------------------------------------------------------
@@ -100,6 +105,7 @@ class Session:
             except Exception:
                 log.debug("libvirt connection close failed", exc_info=True)
             self._conn = None
+        self.files.close()
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def kernel(self, spec: str | Mapping[str, Any], artifacts_dir: Path | None = None
@@ -158,15 +164,18 @@ class Session:
             from reprolab.ssh import free_port
 
             port = free_port()
-            fw_cfg = (("opt/reprolab/authorized_keys", self.ssh_key()[1]),)
+            fw_cfg = (("opt/reprolab/authorized_keys", self.files.ship(self.ssh_key()[1])),)
         disk = None
         if image.disk is not None:
             from reprolab.image.build import make_overlay
 
-            disk = make_overlay(image, self.run_dir)
+            if isinstance(self.files, LocalFiles):
+                disk = make_overlay(image, self.run_dir)
+            else:
+                disk = self.files.overlay(image.disk, f"overlay-{secrets.token_hex(4)}.qcow2")
         return GuestSpec(
-            kernel=kernel.image,
-            initrd=image.initrd,
+            kernel=self.files.ship(kernel.image),
+            initrd=self.files.ship(image.initrd) if image.initrd is not None else None,
             cmdline=cmdline,
             vcpus=opts.vcpus,
             memory_mib=opts.memory_mib,
@@ -189,13 +198,17 @@ class Session:
         that prints nothing useful until the timeout raises :class:`BootTimeout`.
         """
         spec = self.guest_spec(case, kernel, image)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        serial = self.run_dir / f"{directory.name}-{secrets.token_hex(3)}.serial.log"
+        serial = self.files.scratch(f"{directory.name}-{secrets.token_hex(3)}.serial.log")
         domain = Domain.start(self.conn, spec, label=_safe(case.name.split("::")[-1]),
                               test=case.name, serial_log=serial,
                               autodestroy=not self.keep_guest)
         (directory / "domain.xml").write_text(domain.xml)
         (directory / "cmdline.txt").write_text(spec.cmdline_text() + "\n")
+        from reprolab.replay import write_attempt_bundle_safely
+
+        write_attempt_bundle_safely(
+            directory, case=case, kernel_spec=self.kernel_override or case.kernel,
+            kernel=kernel, image=image, cmdline=spec.cmdline_text(), domain_xml=domain.xml)
         console = Console(self.uri, domain.name, directory / "console.log")
         guest = Guest(domain, console, directory, silence_timeout=case.silence_timeout)
         try:
@@ -235,7 +248,7 @@ class Session:
                             detail=console.tail(),
                         ) from exc
         except BaseException:
-            guest.close(keep=False, serial_log=serial)
+            guest.close(keep=False, serial_log=serial, files=self.files)
             raise
         return guest, serial
 
@@ -263,6 +276,7 @@ class Session:
         """
         directory = self.attempt_dir(case, index)
         started = time.monotonic()
+        started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
         accel = self.accel.accel
         notes = [f"accel={accel}: {self.accel.reason}"]
 
@@ -271,14 +285,14 @@ class Session:
                 (directory / "error.txt").write_text(f"{exc}\n\n{exc.detail}\n")
             return AttemptResult(case.name, index, Outcome.INFRA_ERROR, directory, accel,
                                  error=str(exc), duration=time.monotonic() - started,
-                                 notes=tuple(notes))
+                                 notes=(*notes, f"error-type={type(exc).__name__}"))
 
         try:
             kernel = self.kernel(case.kernel, directory)
             image = self.image(case.guest.image, kernel)
             guest, serial = self.boot(case, directory, kernel, image)
         except InfraError as exc:
-            result = infra(exc)
+            result = replace(infra(exc), started_at=started_at)
             result.write()
             return result, None
 
@@ -294,19 +308,20 @@ class Session:
             if not guest.crashed_during(exc, grace=1.0):
                 body_error = exc
         except BaseException:  # KeyboardInterrupt: keep the evidence, then stop
-            guest.close(keep=False, serial_log=serial)
+            guest.close(keep=False, serial_log=serial, files=self.files)
             raise
 
         try:
             if infra_error is not None:
-                guest.close(keep=False, serial_log=serial)
+                guest.close(keep=False, serial_log=serial, files=self.files)
                 result = infra(infra_error)
             else:
                 result = self._conclude(case, index, guest, kernel, started, notes)
-                guest.close(keep=self.keep_guest, serial_log=serial)
+                guest.close(keep=self.keep_guest, serial_log=serial, files=self.files)
         except InfraError as exc:
-            guest.close(keep=False, serial_log=serial)
+            guest.close(keep=False, serial_log=serial, files=self.files)
             result = infra(exc)
+        result = replace(result, started_at=started_at)
         result.write()
         return result, body_error
 
@@ -326,9 +341,15 @@ class Session:
             if case.dump is not None:
                 guest.domain.pause()
                 suffix = "elf" if case.dump == "elf" else "kdump"
-                core = take_vmcore(guest.domain.dom, guest.directory / f"vmcore.{suffix}",
-                                   case.dump)  # type: ignore[arg-type]
-                vmcore, vmcore_seconds = core.path, core.seconds
+                local = guest.directory / f"vmcore.{suffix}"
+                # The dump is written on the libvirt host, then brought into the artifacts.
+                target = local if isinstance(self.files, LocalFiles) else self.files.scratch(
+                    f"{guest.domain.name}.vmcore")
+                core = take_vmcore(guest.domain.dom, target, case.dump)  # type: ignore[arg-type]
+                if not self.files.fetch(target, local):
+                    raise InfraError(f"vmcore {target} could not be fetched from "
+                                     f"{self.files.host}")
+                vmcore, vmcore_seconds = local, core.seconds
         report = parse_log(guest.console.log_path.read_bytes())
         if vmcore is not None:
             dossier = self._dossier(vmcore, kernel, guest.directory, report, notes)

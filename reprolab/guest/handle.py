@@ -8,7 +8,6 @@ longer, so the report's stack trace is complete before the domain is paused and 
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from reprolab.errors import GuestDied, InfraError
 from reprolab.events import NO_OUTPUT, PVPANIC, WATCHDOG_FIRE, GuestEvent
 from reprolab.triage.parser import ConsoleParser
 from reprolab.virt.domain import Domain
+from reprolab.virt.hostfiles import HostFiles, LocalFiles
 
 if TYPE_CHECKING:
     from reprolab.ssh import SshChannel
@@ -170,18 +170,16 @@ class Guest:
                 GuestEvent(ev.kind, ev.line, "console", bool(ev.fatal), self._now(), ev.cpu)
             )
 
-    def close(self, *, keep: bool = False, serial_log: Path | None = None) -> None:
+    def close(self, *, keep: bool = False, serial_log: Path | None = None,
+              files: HostFiles | None = None) -> None:
+        """Stop the guest and bring libvirt's copy of the console into the artifacts."""
         if self.ssh is not None:
             self.ssh.close()
         self.console.close()
         if not keep:
             self.domain.destroy()
-        if serial_log is not None and serial_log.exists():
-            try:
-                shutil.copyfile(serial_log, self.directory / "serial.log")
-                serial_log.unlink()
-            except OSError:
-                pass
+        if serial_log is not None:
+            (files or LocalFiles()).fetch(serial_log, self.directory / "serial.log")
 
 
 StopCheck = Callable[[], str | None]

@@ -1,0 +1,85 @@
+"""Lab scale-out on this machine: two hosts (local and loopback qemu+ssh), xdist workers.
+
+The loopback sshd and root's key come from the ansible proof (scripts/ansible-proof.sh),
+which provisions this machine as a lab host; the test runs it first when sshd is missing.
+"""
+
+import json
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from lxml import etree
+from vmtools import our_domains
+
+pytestmark = pytest.mark.vm
+REPO = Path(__file__).resolve().parents[2]
+SSH_URI = "qemu+ssh://root@127.0.0.1/system"
+
+CASES = '''
+import pytest
+
+@pytest.mark.reprolab(guest={"vcpus": 1, "memory": "384M", "image": "minimal"},
+                      expect={"title": "kernel panic: sysrq triggered crash"}, mode="reproduce")
+@pytest.mark.parametrize("n", [1, 2])
+def test_sysrq(guest, n):
+    guest.console.send("echo c > /proc/sysrq-trigger")
+    guest.wait(60)
+'''
+
+
+@pytest.fixture(scope="module")
+def loopback_lab_host() -> str:
+    probe = ["virsh", "-c", SSH_URI, "version"]
+    env = {"LIBVIRT_SSH_OPTS": "-o BatchMode=yes"}
+    if subprocess.run(probe, capture_output=True, check=False, env=env).returncode != 0:
+        subprocess.run(["bash", str(REPO / "scripts" / "ansible-proof.sh")], check=True,
+                       capture_output=True, timeout=1200)
+    return SSH_URI
+
+
+def _pytest(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
+    (tmp_path / "test_cases.py").write_text(CASES)
+    art = tmp_path / "art"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", str(tmp_path / "test_cases.py"), "-p",
+         "no:cacheprovider", f"--rootdir={tmp_path}", f"--reprolab-artifacts={art}",
+         f"--junitxml={tmp_path / 'junit.xml'}", "-o", "junit_family=xunit1", *args],
+        cwd=tmp_path, capture_output=True, text=True, check=False, timeout=900,
+    )
+    rows = [json.loads(line) for line in (art / "results.jsonl").read_text().splitlines()]
+    return done, rows
+
+
+def test_two_workers_share_two_hosts_at_once(tmp_path: Path, loopback_lab_host: str) -> None:
+    hosts = f"qemu:///system;guests=1,{loopback_lab_host};guests=1"
+    done, rows = _pytest(tmp_path, "-n", "2", f"--reprolab-hosts={hosts}")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert [r["verdict"] for r in rows] == ["reproduced", "reproduced"]
+    assert {r["host"] for r in rows} == {"qemu:///system", loopback_lab_host}
+    attempts = [json.loads(next(Path(r["artifacts"]).glob("attempt-*/result.json")).read_text())
+                for r in rows]
+    spans = []
+    for a in attempts:
+        start = datetime.fromisoformat(a["started_at"]).timestamp()
+        spans.append((start, start + a["duration"]))
+    assert max(s for s, _ in spans) < min(e for _, e in spans), f"not concurrent: {spans}"
+    names = {etree.parse(str(Path(a["directory"]) / "domain.xml")).findtext("name")
+             for a in attempts}
+    assert len(names) == 2 and not names & set(our_domains())
+    assert all(Path(r["vmcore"]).stat().st_size > 0 for r in rows)
+    cases = list(etree.parse(str(tmp_path / "junit.xml")).iter("testcase"))
+    assert len(cases) == 2
+    assert "host local" in done.stdout and "healthy" in done.stdout
+
+
+def test_unreachable_host_moves_work_and_is_reported(tmp_path: Path) -> None:
+    dead = "qemu+ssh://root@127.0.0.1:1/system"  # nothing listens on port 1
+    hosts = f"{dead};guests=1;name=deadhost,qemu:///system;guests=1"
+    done, rows = _pytest(tmp_path, "-k", "1", f"--reprolab-hosts={hosts}")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert [(r["verdict"], r["host"]) for r in rows] == [("reproduced", "qemu:///system")]
+    assert "deadhost" in done.stdout and "UNHEALTHY" in done.stdout
+    assert "host 127.0.0.1: cannot open SSH" in done.stdout  # the reason, in the summary
