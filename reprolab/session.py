@@ -350,7 +350,10 @@ class Session:
                     raise InfraError(f"vmcore {target} could not be fetched from "
                                      f"{self.files.host}")
                 vmcore, vmcore_seconds = local, core.seconds
-        report = parse_log(guest.console.log_path.read_bytes())
+        # A kernel built with the guess unwinder marks every frame "?"; without this its
+        # titles would name no frame at all.
+        report = parse_log(guest.console.log_path.read_bytes(),
+                           questionable_frames=kernel.config_value("UNWINDER_GUESS") == "y")
         if vmcore is not None:
             dossier = self._dossier(vmcore, kernel, guest.directory, report, notes)
         seen = Observed(

@@ -1,0 +1,86 @@
+"""``reprolab triage``: title crashes in console logs, or write a dossier from a vmcore.
+
+Logs are read as bytes and never make the command fail: a log without a crash is an answer
+("crashed": false), not an error. One JSON object per log, in order, so scripts can zip the
+output with their inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from reprolab.errors import UserError
+from reprolab.triage.report import CrashReport, no_crash_json, parse_log
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "triage",
+        help="title crashes in console logs, or triage a vmcore",
+        description="Find the first crash in each console LOG and print its title, kind and "
+        "report; with --vmcore, write a dossier (report.json + report.md) from a kernel dump.",
+    )
+    parser.add_argument("logs", nargs="*", metavar="LOG", type=Path, help="console log files")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--questionable-frames", action="store_true",
+                        help='count "? func" frames when a report has no other (kernels built '
+                        "with CONFIG_UNWINDER_GUESS print every frame that way)")
+    parser.add_argument("--vmcore", type=Path, help="kernel dump to triage (ELF or kdump)")
+    parser.add_argument("--vmlinux", type=Path, help="vmlinux with debug info for --vmcore")
+    parser.add_argument("--out", type=Path, help="dossier directory (default: next to the dump)")
+    parser.set_defaults(func=run)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read log {path}: {exc.strerror}") from None
+
+
+def _text(path: Path, rep: CrashReport | None) -> str:
+    if rep is None:
+        return f"{path}: no crash\n"
+    head = [
+        f"{path}: {rep.title}",
+        f"  kind: {rep.kind}   signature: {rep.signature.key}"
+        + ("   (corrupted: " + rep.corrupted_reason + ")" if rep.corrupted else ""),
+    ]
+    if rep.cpu is not None or rep.task:
+        head.append(f"  cpu: {rep.cpu}   task: {rep.task}")
+    if rep.alt_titles:
+        head.append("  also: " + "; ".join(rep.alt_titles))
+    body = "\n".join("    " + ln for ln in rep.report.rstrip("\n").splitlines()[:60])
+    return "\n".join(head) + "\n" + body + "\n\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.vmcore is None and args.vmlinux is not None:
+        raise UserError("--vmlinux needs --vmcore")
+    if args.vmcore is None and not args.logs:
+        raise UserError("give console LOG files, or --vmcore DUMP")
+    console: CrashReport | None = None
+    for path in args.logs:
+        rep = parse_log(_read(path), questionable_frames=args.questionable_frames)
+        console = console or rep
+        if args.format == "json":
+            obj: dict[str, Any] = rep.to_json() if rep else no_crash_json()
+            sys.stdout.write(json.dumps({**obj, "log": str(path)}) + "\n")
+        else:
+            sys.stdout.write(_text(path, rep))
+    if args.vmcore is not None:
+        from reprolab.triage.vmcore import write_dossier
+
+        out = args.out or args.vmcore.with_name(args.vmcore.name + ".triage")
+        path = write_dossier(args.vmcore, args.vmlinux, out, console_report=console)
+        if args.format == "json":
+            # One line, like the per-log objects: the output stays JSON Lines.
+            sys.stdout.write(json.dumps(json.loads(path.read_text())) + "\n")
+        else:
+            sys.stdout.write((out / "report.md").read_text())
+            print(f"dossier: {path} and {out / 'report.md'}", file=sys.stderr)
+    return 0

@@ -1,0 +1,380 @@
+"""Whole-log crash reports: find the first crash, cut its text, title it.
+
+The cut follows syzkaller's findReport: the report starts at the first line carrying a known
+header, keeps only lines from the same printk context (task or CPU caller id) so that other
+CPUs' chatter does not leak in, drops the panic_on_warn tail once enough of the real report
+is there, and stops being trusted at the next unrelated report. Five preceding lines from the
+same context (fifty with task ids) are prepended because they often say what was going on.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from reprolab.triage import kinds
+from reprolab.triage.demangle import demangle
+from reprolab.triage.extract import CORRUPTED_NO_FRAMES, extract_description, is_corrupted
+from reprolab.triage.oopses import (
+    HARD_LOCKUP,
+    INFO_MESSAGES_WITH_STACK,
+    LINUX_OOPSES,
+    REPORT_START_IGNORES,
+)
+from reprolab.triage.rules import FRAME_RES, RIP_FRAME, Oops
+from reprolab.triage.signature import Signature
+from reprolab.triage.titles import sanitize_title, title_frame, title_type
+
+_CONSOLE_PREFIX = re.compile(
+    r"^(?:\*\* [0-9]+ printk messages dropped \*\* )?(?:.* login: )?(?:\<[0-9]+\>)?"
+    r"\[ *[0-9]+\.[0-9]+\](\[ *(?:C|T)[0-9]+\])? "
+)
+_TASK_CONTEXT = re.compile(r"\[ *T[0-9]+\]")
+_CPU_CONTEXT = re.compile(r"\[ *C[0-9]+\]")
+_QUESTIONABLE = re.compile(r"(\[\<[0-9a-f]+\>\])? \? ")
+_PAST_END = re.compile(r"\+0x([0-9a-f]+)/0x\1\b")
+_CONSOLE = "console"
+_GCE_HANGUP = "serialport: VM disconnected."
+_CPU_LINE = re.compile(r"\bCPU: (\d+) (?:UID: \d+ )?PID: (\d+) Comm: (\S+)")
+_HUNG_TASK = re.compile(r"INFO: task (\S+?):(\d+) blocked")
+_CPU_IN_TITLE_LINE = re.compile(r"CPU#(\d+)|on cpu (\d+)|on CPU (\d+)")
+MAX_REPORT_FRAMES = 64
+#: A report is cut this many console lines after its first line: real reports (even an
+#: all-CPU backtrace of a big machine) are far shorter, and a flood after a crash must not
+#: turn the report into a copy of the console.
+MAX_REPORT_LINES = 5000
+
+
+@dataclass(frozen=True)
+class CrashReport:
+    """One crash as read from the console: enough to group, bisect and show a person."""
+
+    title: str
+    alt_titles: tuple[str, ...]
+    kind: str
+    frame: str | None
+    corrupted: bool
+    report: str
+    cpu: int | None = None
+    task: str | None = None
+    frames: tuple[str, ...] = ()
+    type: str | None = None
+    fatal: bool = True
+    corrupted_reason: str = ""
+    start: int = 0  # character offset of the report's first line in the log
+    end: int = 0
+
+    @property
+    def signature(self) -> Signature:
+        """Kind + guilty frame; a "corrupted" frame is no frame (it names no code, and a clean
+        report of the same bug must still match it)."""
+        return Signature(self.kind, None if self.frame == "corrupted" else self.frame)
+
+    def to_json(self) -> dict[str, Any]:
+        """The fixed leading keys other tools rely on, then the details."""
+        return {
+            "crashed": True,
+            "title": self.title,
+            "alt_titles": list(self.alt_titles),
+            "kind": self.kind,
+            "frame": self.frame,
+            "corrupted": self.corrupted,
+            "report": self.report,
+            "type": self.type,
+            "cpu": self.cpu,
+            "task": self.task,
+            "frames": list(self.frames),
+            "fatal": self.fatal,
+            "corrupted_reason": self.corrupted_reason,
+            "signature": self.signature.key,
+        }
+
+
+def no_crash_json() -> dict[str, Any]:
+    return {"crashed": False, "title": None, "alt_titles": [], "kind": None, "frame": None,
+            "corrupted": False, "report": ""}
+
+
+def extract_context(line: str) -> str:
+    m = _CONSOLE_PREFIX.match(line)
+    if m is None:
+        return ""
+    return m.group(1) if m.group(1) is not None else _CONSOLE
+
+
+def _strip_prefix(line: str, context: str, use_questionable: bool = False
+                  ) -> tuple[str, bool]:
+    """Drop the timestamp/caller prefix; "? frame" lines are unreliable, flag them (or, with
+    ``use_questionable``, keep them as plain frames)."""
+    if not context:
+        return line, False
+    line = line[line.find("] ") + 2:]
+    if "<EOI>" not in line:
+        if _QUESTIONABLE.search(line):
+            # func+0x46/0x46 points past the function's end: a stale word, never a caller.
+            stale = _PAST_END.search(line) is not None
+            return line[line.find(" ? ") + 2:], stale or not use_questionable
+        if line.endswith(" (unreliable)"):
+            return line[:-13], not use_questionable
+    return line, False
+
+
+def _first_oops(lines: list[str]) -> tuple[Oops, int] | None:
+    for i, line in enumerate(lines):
+        if any(h in line for h in _HEADERS):
+            for oops in LINUX_OOPSES:
+                if oops.matches(line):
+                    return _prefer_nearby(lines, oops, i)
+    return None
+
+
+#: Older kernels report a hard lockup through WARN(): the generic "WARNING: at ..." line
+#: comes first and the message naming the lockup right after it. Prefer the message.
+_NEARBY_WINDOW = 4
+
+
+#: A CPU spinning with interrupts off is often first noticed by RCU (its stall timeout can be
+#: shorter than the hard-lockup detector's period) and only then named by the NMI watchdog.
+#: Both reports describe one stuck CPU; the hard-lockup one is the diagnosis, so it wins.
+_SYMPTOM_OF_HARD_LOCKUP = re.compile(
+    r"INFO: rcu_\w+ (?:self-)?detected(?: expedited)? stall|BUG: soft lockup"
+)
+
+
+def _prefer_nearby(lines: list[str], oops: Oops, i: int) -> tuple[Oops, int]:
+    if oops.header == "WARNING:":
+        window = range(i + 1, min(len(lines), i + 1 + _NEARBY_WINDOW))
+    elif _SYMPTOM_OF_HARD_LOCKUP.search(lines[i]):
+        window = range(i + 1, len(lines))
+    else:
+        return oops, i
+    for j in window:
+        if "LOCKUP" in lines[j] and HARD_LOCKUP.matches(lines[j]):
+            return HARD_LOCKUP, j
+    return oops, i
+
+
+_HEADERS = tuple({o.header for o in LINUX_OOPSES})
+
+
+@dataclass
+class _Cut:
+    report: list[str]
+    report_end: int  # lines of `report` before a second report started
+    prefix: list[str]
+    end_line: int
+
+
+def _min_lines(oops_line: str) -> int:
+    # KMSAN reports lack several lines KASAN ones have, so they are "long enough" sooner.
+    return 16 if "BUG: KMSAN:" in oops_line else 22
+
+
+def _find_report(lines: list[str], start: int, context: str, use_questionable: bool) -> _Cut:
+    max_prefix = 50 if _TASK_CONTEXT.search(context) else 5
+    prefix: list[str] = []
+    for line in lines[:start]:
+        ctx1 = extract_context(line)
+        stripped, questionable = _strip_prefix(line, ctx1, use_questionable)
+        if ctx1 == context and stripped and not questionable:
+            prefix.append(stripped)
+            if len(prefix) > max_prefix:
+                prefix.pop(0)
+    report: list[str] = []
+    report_end = 0
+    second = False
+    text_lines = 0
+    skip_text = cpu_traceback = False
+    end_line = start
+    oops_line = lines[start]
+    for i in range(start, min(len(lines), start + MAX_REPORT_LINES)):
+        line = lines[i]
+        ctx1 = extract_context(line)
+        stripped, questionable = _strip_prefix(line, ctx1, use_questionable)
+        is_oops_line = i == start
+        if any(h in line for h in _HEADERS):
+            for oops in LINUX_OOPSES:
+                if not oops.matches(line):
+                    continue
+                end_line = i
+                if not is_oops_line and not second and not any(
+                    r.search(line) for r in REPORT_START_IGNORES
+                ):
+                    second = True
+        if not is_oops_line and not second and any(p in line for p in INFO_MESSAGES_WITH_STACK):
+            second = True
+        if not is_oops_line and (
+            questionable
+            or (ctx1 != context and (not cpu_traceback or not _CPU_CONTEXT.search(ctx1)))
+        ):
+            continue
+        text_lines += 1
+        skip_line = skip_text
+        if "Disabling lock debugging due to kernel taint" in line:
+            skip_line = True
+        elif "Sending NMI from CPU" in line:
+            # An all-CPU backtrace follows: keep the other CPUs' lines too.
+            cpu_traceback = True
+        elif (
+            "Kernel panic - not syncing" in line
+            or "WARNING: possible circular locking dependency detected" in line
+        ) and text_lines > _min_lines(oops_line):
+            # The panic_on_warn tail (or the deadlock report an oops provokes) repeats
+            # what is already above; once the real report is long enough, cut it.
+            skip_text = skip_line = True
+        if not is_oops_line and skip_line:
+            continue
+        report.append(stripped)
+        if not second or (context and context != _CONSOLE):
+            report_end = len(report)
+    return _Cut(report, report_end, prefix, end_line)
+
+
+def _join(lines: list[str]) -> str:
+    while lines and not lines[-1].strip():
+        lines = lines[:-1]
+    return "".join(ln + "\n" for ln in lines)
+
+
+def _frames_of(report: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for line in report.split("\n"):
+        m = RIP_FRAME.search(line) if ("RIP:" in line or "IP:" in line) else None
+        if m is None:
+            for fre in FRAME_RES:
+                m = fre.search(line)
+                if m is not None:
+                    break
+        if m is None:
+            continue
+        name = next((demangle(g) for g in m.groups() if g), None)
+        if name and (not out or out[-1] != name):
+            out.append(name)
+            if len(out) >= MAX_REPORT_FRAMES:
+                break
+    return tuple(out)
+
+
+def _cpu_and_task(first_line: str, report: str) -> tuple[int | None, str | None]:
+    cpu: int | None = None
+    task: str | None = None
+    m = _CPU_IN_TITLE_LINE.search(first_line)
+    if m is not None:
+        cpu = int(next(g for g in m.groups() if g is not None))
+    h = _HUNG_TASK.search(first_line)
+    if h is not None:
+        task = f"{h.group(1)}:{h.group(2)}"
+    c = _CPU_LINE.search(report)
+    if c is not None:
+        if cpu is None:
+            cpu = int(c.group(1))
+        if task is None:
+            task = f"{c.group(3)}:{c.group(2)}"
+    return cpu, task
+
+
+def _decode(text: str | bytes) -> str:
+    if isinstance(text, bytes):
+        return text.decode("utf-8", errors="replace")
+    return text
+
+
+def parse_log(text: str | bytes, *, questionable_frames: bool = False) -> CrashReport | None:
+    """The first crash in a console log, or None. Never raises on odd input.
+
+    ``questionable_frames``: when a report yields no frame, retry counting "? func" frames
+    (syzkaller's disabled fallback). Pass it for kernels built with CONFIG_UNWINDER_GUESS,
+    whose every frame is printed with "?"; leave it off otherwise, since "?" frames are
+    often stale return addresses from another call chain.
+    """
+    log = _decode(text).replace("\r\n", "\n")
+    lines = log.split("\n")
+    found = _first_oops(lines)
+    if found is None:
+        return _silent_reboot(lines)
+    rep = _report_at(log, lines, *found)
+    if questionable_frames and rep.corrupted_reason == CORRUPTED_NO_FRAMES:
+        rep = _report_at(log, lines, *found, use_questionable=True)
+    if rep.kind == kinds.RCU_STALL and rep.corrupted_reason == CORRUPTED_NO_FRAMES:
+        # A stall seen from another CPU (or through a starved GP kthread) shows no stack of
+        # the looping CPU; the soft-lockup report that follows does, for the same loop.
+        later = _later_soft_lockup(lines, found[1])
+        if later is not None:
+            return _report_at(log, lines, *later, use_questionable=questionable_frames)
+    return rep
+
+
+_BOOT_BANNER = re.compile(r"(?:^|\] )Linux version [0-9]")
+
+
+def _silent_reboot(lines: list[str]) -> CrashReport | None:
+    """A second boot banner with no crash before it: the guest reset without a word (triple
+    fault, hardware watchdog). Same title as syzkaller's "Booting the kernel." rule."""
+    banners = [i for i, line in enumerate(lines) if _BOOT_BANNER.search(line)]
+    if len(banners) < 2:
+        return None
+    i = banners[1]
+    lo = max(0, i - 5)
+    return CrashReport(
+        title="unexpected kernel reboot", alt_titles=(), kind=kinds.REBOOT, frame=None,
+        corrupted=False, report=_join(lines[lo : i + 1]), type="REBOOT", fatal=True,
+        start=sum(len(ln) + 1 for ln in lines[:i]),
+        end=sum(len(ln) + 1 for ln in lines[: i + 1]),
+    )
+
+
+def _later_soft_lockup(lines: list[str], start: int) -> tuple[Oops, int] | None:
+    for j in range(start + 1, len(lines)):
+        if "BUG: soft lockup" in lines[j]:
+            for oops in LINUX_OOPSES:
+                if oops.matches(lines[j]):
+                    return oops, j
+    return None
+
+
+def _report_at(log: str, lines: list[str], oops: Oops, start: int,
+               use_questionable: bool = False) -> CrashReport:
+    context = extract_context(lines[start])
+    cut = _find_report(lines, start, context, use_questionable)
+    body = _join(cut.report)
+    desc = extract_description(_join(cut.report[: cut.report_end]), oops)
+    prefix = cut.prefix
+    if not desc.title:
+        prefix = []
+        body = _join(lines[start : cut.end_line + 1])
+        desc = extract_description(body, oops)
+    title = desc.title or lines[start].strip()
+    reason = desc.corrupted_reason or is_corrupted(title, body, desc.fmt)
+    if _GCE_HANGUP in log:
+        reason = reason or "console connection lost"
+    title = sanitize_title(title)
+    alts = tuple(dict.fromkeys(sanitize_title(a) for a in desc.alt_titles))
+    first = _strip_prefix(lines[start], context)[0]
+    kind, fatal = kinds.classify(first)
+    frame = title_frame(title)
+    if kind == kinds.HARD_LOCKUP and reason == CORRUPTED_NO_FRAMES:
+        # Without a readable RIP or stack the lockup is still real; name it without a frame.
+        title, frame, alts = "BUG: hard lockup", None, ()
+    report_text = _join(prefix) + body
+    cpu, task = _cpu_and_task(first, report_text)
+    if cpu is None:
+        cm = re.search(r"\[ *C(\d+)\]", context)
+        cpu = int(cm.group(1)) if cm else None
+    offset = sum(len(ln) + 1 for ln in lines[:start])
+    return CrashReport(
+        title=title,
+        alt_titles=alts,
+        kind=kind,
+        frame=frame,
+        corrupted=bool(reason),
+        report=report_text,
+        cpu=cpu,
+        task=task,
+        frames=_frames_of(body),
+        type=title_type(title),
+        fatal=fatal,
+        corrupted_reason=reason,
+        start=offset,
+        end=sum(len(ln) + 1 for ln in lines[: cut.end_line + 1]),
+    )
