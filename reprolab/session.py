@@ -357,7 +357,7 @@ class Session:
         if vmcore is not None:
             dossier = self._dossier(vmcore, kernel, guest.directory, report, notes)
         seen = Observed(
-            crashed=report is not None or fatal is not None,
+            crashed=fatal is not None or (report is not None and report.fatal),
             title=report.title if report else (fatal.line if fatal else None),
             alt_titles=tuple(report.alt_titles) if report else (),
             kind=report.kind if report else (fatal.kind if fatal else None),

@@ -27,7 +27,9 @@ class Outcome(enum.StrEnum):
 class Observed:
     """What an attempt saw, reduced to what an expectation is matched against."""
 
+    #: A fatal report or event: the kernel died, hung or was dumped.
     crashed: bool
+    #: The console's report, fatal or not (a WARNING, "sched: RT throttling activated").
     title: str | None = None
     alt_titles: tuple[str, ...] = ()
     kind: str | None = None
@@ -92,10 +94,10 @@ class Expectation:
     def matches(self, seen: Observed) -> bool:
         if self.events and not _in_order(self.events, seen.events):
             return False
-        needs_crash = self.title or self.kind or self.frame or self.in_stack
-        if not needs_crash:
+        needs_report = self.title or self.kind or self.frame or self.in_stack
+        if not needs_report:
             return True
-        if not seen.crashed:
+        if seen.title is None and seen.kind is None:
             return False
         if self.title is not None:
             titles = [t for t in (seen.title, *seen.alt_titles) if t]

@@ -119,7 +119,9 @@ def _qemu_args(spec: GuestSpec) -> list[str]:
             "-netdev",
             f"user,id=rlnet0,restrict=on,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22",
             "-device",
-            "virtio-net-pci,netdev=rlnet0",
+            # Slot 0x1f: libvirt allocates its own devices (watchdog, disks) from the low
+            # end, and it does not know about this one.
+            "virtio-net-pci,netdev=rlnet0,addr=0x1f",
         ]
     for fw_name, path in spec.fw_cfg:
         args += ["-fw_cfg", f"name={fw_name},file={path}"]

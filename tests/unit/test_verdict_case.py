@@ -28,6 +28,9 @@ def test_other_crash_is_not_a_hit() -> None:
 
 def test_no_crash_is_not_reproduced() -> None:
     assert classify(_exp(kind="panic"), Observed(crashed=False)) is Outcome.NOT_REPRODUCED
+    warning = Observed(crashed=False, title="sched: RT throttling activated", kind="rt-throttling")
+    assert classify(_exp(kind="panic"), warning) is Outcome.NOT_REPRODUCED
+    assert classify(_exp(kind="rt-throttling"), warning) is Outcome.REPRODUCED
 
 
 def test_events_must_come_in_order() -> None:
