@@ -55,6 +55,7 @@ class Console:
         self.eof = False
         #: Polled by waits: a non-None answer (say, "the guest panicked") ends them early.
         self.stop_check: Callable[[], str | None] | None = None
+        self._synced = False
 
     # -- lifecycle -------------------------------------------------------------------------
     def attach(self, timeout: float = 15.0) -> None:
@@ -179,9 +180,36 @@ class Console:
 
     # -- writing ---------------------------------------------------------------------------
     def send(self, line: str) -> None:
+        """Type ``line`` into the console shell (once it is known to be listening)."""
+        if not self._synced:
+            self.sync_shell()
+        self._write(line)
+
+    def _write(self, line: str) -> None:
         if self._child is None:
             raise GuestDied(f"console of {self.domain} is not attached")
         self._child.send(line.rstrip("\n") + "\n")
+
+    def sync_shell(self, timeout: float = 30.0) -> None:
+        """Wait until the console shell really reads input.
+
+        Right after boot (or after the shell respawns) init and getty flush the tty, so a
+        command typed blind can vanish. Probe with an arithmetic echo whose answer never
+        appears in the echoed input, until the shell answers.
+        """
+        token = secrets.token_hex(3)
+        deadline = time.monotonic() + timeout
+        while True:
+            since = self.position
+            self._write(f"echo P$((6*7)){token}")
+            try:
+                self.wait_for(f"P42{token}", min(2.0, max(0.1, deadline - time.monotonic())),
+                              since=since)
+                self._synced = True
+                return
+            except ConsoleTimeout:
+                if time.monotonic() >= deadline:
+                    raise
 
     def run(self, command: str, timeout: float = 30.0) -> ConsoleResult:
         """Run ``command`` in the shell the guest's init leaves on the console.
@@ -190,9 +218,11 @@ class Console:
         printf so the echoed command line never matches them; kernel messages printed
         meanwhile land in the output, since the console is also the kernel's.
         """
+        start = time.monotonic()
+        if not self._synced:
+            self.sync_shell(timeout)
         token = secrets.token_hex(4)
         since = self.position
-        start = time.monotonic()
         self.send(
             f"printf '%s%s\\n' __RLS_ {token}; {command}; "
             f"printf '%s%s %d\\n' __RLE_ {token} $?"
