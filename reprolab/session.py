@@ -34,7 +34,7 @@ from reprolab.verdict import Observed, Outcome, classify
 from reprolab.virt.connection import DEFAULT_URI, open_connection
 from reprolab.virt.domain import Domain
 from reprolab.virt.dump import take_vmcore
-from reprolab.virt.hostfiles import HostFiles, LocalFiles, host_files
+from reprolab.virt.hostfiles import HostFiles, LocalFiles, SshFiles, host_files
 from reprolab.virt.reaper import Reaped, reap_orphans
 
 if TYPE_CHECKING:
@@ -51,6 +51,9 @@ BASE_CMDLINE: Mapping[str, Any] = {
 }
 
 Body = Callable[[Guest], None]
+
+#: Lab hosts that are this machine: their forwarded guest ports are reachable directly.
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _safe(name: str) -> str:
@@ -236,8 +239,11 @@ class Session:
                 from reprolab.ssh import SshChannel
 
                 assert image.host_key is not None
+                gateway = None
+                if isinstance(self.files, SshFiles) and self.files.host not in LOOPBACK:
+                    gateway = (self.files.host, self.files.port, self.files.user)
                 guest.ssh = SshChannel("127.0.0.1", spec.ssh_port, self.ssh_key()[0],
-                                       image.host_key)
+                                       image.host_key, gateway=gateway)
                 try:
                     guest.ssh.wait_ready(timeout=60.0)
                 except InfraError as exc:

@@ -139,13 +139,17 @@ class SshChannel:
     """Commands over SSH to one guest, through a fabric Connection with a pinned host key."""
 
     def __init__(
-        self, host: str, port: int, key: Path, host_key: str, user: str = "root"
+        self, host: str, port: int, key: Path, host_key: str, user: str = "root",
+        *, gateway: tuple[str, int, str] | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.key = key
         self.host_key = host_key
         self.user = user
+        #: (host, port, user) of a lab host whose loopback the guest's port is forwarded
+        #: on: the guest is reached through it (direct-tcpip), never exposed further.
+        self.gateway = gateway
         self._conn: Any = None
 
     def _connection(self) -> Any:
@@ -153,10 +157,16 @@ class SshChannel:
             return self._conn
         from fabric import Config, Connection  # heavy import, only when a guest is used
 
+        jump = None
+        if self.gateway is not None:
+            gw_host, gw_port, gw_user = self.gateway
+            jump = Connection(gw_host, user=gw_user, port=gw_port,
+                              connect_timeout=int(CONNECT_TIMEOUT))
         conn = Connection(
             self.host,
             user=self.user,
             port=self.port,
+            gateway=jump,
             config=Config(overrides={"load_ssh_configs": False}),
             connect_timeout=int(CONNECT_TIMEOUT),
             connect_kwargs={

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lxml import etree
@@ -83,3 +84,32 @@ def test_unreachable_host_moves_work_and_is_reported(tmp_path: Path) -> None:
     assert [(r["verdict"], r["host"]) for r in rows] == [("reproduced", "qemu:///system")]
     assert "deadhost" in done.stdout and "UNHEALTHY" in done.stdout
     assert "host 127.0.0.1: cannot open SSH" in done.stdout  # the reason, in the summary
+
+
+def test_guest_ssh_through_a_lab_host_gateway(tmp_path: Path, loopback_lab_host: str) -> None:
+    """On a remote lab host the guest's port is forwarded on *its* loopback: reprolab
+    reaches it through the host's sshd (direct-tcpip). Loopback stands in for the host."""
+    from vmtools import make_case
+
+    from reprolab.session import Session
+    from reprolab.ssh import SshChannel
+
+    seen: dict[str, str] = {}
+
+    def body(guest: Any) -> None:
+        assert guest.ssh is not None
+        via = SshChannel("127.0.0.1", guest.ssh.port, guest.ssh.key, guest.ssh.host_key,
+                         gateway=("127.0.0.1", 22, "root"))
+        try:
+            seen["out"] = via.run("uname -r", check=True).stdout
+        finally:
+            via.close()
+
+    session = Session(uri=loopback_lab_host, artifacts=tmp_path)
+    try:
+        case = make_case(guest={"vcpus": 1, "memory": "512M", "image": "tools"}, dump=None)
+        result, err = session.run_attempt(case, 1, body)
+    finally:
+        session.close()
+    assert err is None, err
+    assert seen["out"].strip() == "6.1.0-56-amd64", result
