@@ -8,8 +8,12 @@ venv="${REPROLAB_VENV:-$here/.venv}"
 cd "$here"
 "$venv/bin/ruff" check reprolab tests bench testcases
 "$venv/bin/mypy"
+# The small 6.12 kernel the built-kernel cases and tests use: built once, then cached.
+"$venv/bin/reprolab" build-kernel build:linux-source-6.12
 status=0
-"$venv/bin/pytest" tests "$@" || status=$?
+# Unit tests, integration tests (real guests), then every field-bug case that can run here.
+REPROLAB_BUILD_KERNELS=1 "$venv/bin/pytest" tests testcases -p no:cacheprovider \
+  --junitxml=artifacts/junit-tests.xml -o junit_family=xunit1 "$@" || status=$?
 # Leave no guest behind, whatever the tests did.
 leftover=$(virsh -c qemu:///system list --name | sed '/^$/d' | grep '^rl-' || true)
 if [ -n "$leftover" ]; then

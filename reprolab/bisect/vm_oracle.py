@@ -6,10 +6,10 @@ build is a ccache-fed rebuild of the few files the commits between steps touched
 then run through the same :class:`Session` as ``reprolab run``, and
 :func:`attempt_outcome` says what each one means to the step.
 
-A commit whose kernel does not build, or boots without ever reaching the image's ready
-marker, cannot be tested (:class:`UntestableError`, git bisect's 125); every other
-infrastructure failure stays one, so the bisection aborts instead of blaming a commit for a
-host fault.
+A commit whose kernel does not build, or never reaches the image's ready marker (a boot
+timeout, or a crash other than the target before it), cannot be tested
+(:class:`UntestableError`, git bisect's 125); every other infrastructure failure stays one,
+so the bisection aborts instead of blaming a commit for a host fault.
 
 Options (``--oracle-opt KEY=VALUE``): ``uri`` (libvirt URI), ``snapshot=1`` (restore a
 post-boot snapshot per attempt instead of booting; see :mod:`reprolab.snapshot`).
@@ -47,7 +47,15 @@ def _truthy(value: str | None) -> bool:
 
 
 def boot_failed(result: AttemptResult) -> bool:
-    return result.outcome is Outcome.INFRA_ERROR and any(n in BOOT_FAILURES for n in result.notes)
+    """The kernel never became a usable guest: a boot timeout, or a crash before ready.
+
+    A crash before the ready marker that is not the target would otherwise count as an
+    "other crash", which decides nothing, and the step would boot it again to the cap.
+    (``boot_seconds`` is only set once the guest reached its ready marker.)
+    """
+    if result.outcome is Outcome.INFRA_ERROR:
+        return any(n in BOOT_FAILURES for n in result.notes)
+    return result.outcome is Outcome.OTHER_CRASH and result.boot_seconds is None
 
 
 class VmOracle:
@@ -95,7 +103,7 @@ class VmOracle:
                         body_error)
         if boot_failed(result):
             raise UntestableError(
-                f"kernel at {commit[:12]} did not boot: {result.error} "
+                f"kernel at {commit[:12]} did not boot: {result.error or result.title} "
                 f"(artifacts: {result.directory})"
             )
         return attempt_outcome(result)

@@ -6,5 +6,11 @@ Every module named here exposes ``register(subparsers)``, which adds its parser 
 
 COMMANDS: list[str] = [
     "doctor",
+    "run",
     "bisect",
+    "build_kernel",
+    "capacity",
+    "image",
+    "triage",
+    "repro",
 ]

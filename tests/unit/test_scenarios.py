@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import time
 from dataclasses import FrozenInstanceError
 from typing import Any
 
@@ -230,8 +231,13 @@ def test_detached_processes_are_started_and_killed(tmp_path: Any) -> None:
         "/run/reprolab", str(tmp_path))
     subprocess.run(["sh", "-c", start], check=True)
     pid = int((tmp_path / "t.pids").read_text().split()[0])
-    listing = subprocess.run(["pgrep", "-g", str(pid)], capture_output=True, text=True,
-                             check=False).stdout.split()
+    listing: list[str] = []
+    for _ in range(50):  # the sleeps start a moment after the detached shell
+        listing = subprocess.run(["pgrep", "-g", str(pid)], capture_output=True, text=True,
+                                 check=False).stdout.split()
+        if len(listing) >= 3:
+            break
+        time.sleep(0.1)
     assert len(listing) >= 3  # the group leader and its two sleeps
     subprocess.run(["sh", "-c", kill_detached("t").replace("/run/reprolab", str(tmp_path))],
                    check=True)

@@ -1,0 +1,199 @@
+"""Fast retries: boot once, save the guest's state, restore it for every attempt.
+
+Under TCG a boot is most of a short attempt, and a case whose scenario starts from a
+freshly booted guest does not care whether that guest booted just now or was restored
+from the state it had when it became ready. :class:`SnapshotSession` is a
+:class:`Session` whose ``boot`` boots the first guest of each (kernel, image, guest
+options) for real, saves it with ``virDomainSave`` once it reaches the ready marker, and
+from then on gives every attempt a domain restored from that file
+(``virDomainRestoreFlags(..., VIR_DOMAIN_SAVE_PAUSED)``, so the console is attached before
+the guest runs again). Everything after boot (body, capture, triage, verdict) is the
+ordinary session's.
+
+Why a save file and not managed save or a snapshot: our domains are transient (nothing
+to hang a managed save or a snapshot on), and a save file restores a transient domain of
+the same name and XML in about a second. The price is AUTODESTROY: libvirt cannot give it to
+a restored domain, so a restored guest would outlive a killed runner. Two things cover
+that: the saved XML keeps the run's metadata tag (owner pid and start time), so the next
+run's reaper destroys it once this process is gone, and :meth:`SnapshotSession.close`
+destroys any restored guest still running and deletes the save files.
+
+A scenario that depends on boot-time randomness, on the time since boot, or on something
+the first attempt left on a disk is not a candidate: restore is opt-in (``reprolab repro
+--snapshot``, the bisection oracle's ``snapshot=1``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import libvirt
+
+from reprolab.case import CaseSpec
+from reprolab.console import Console
+from reprolab.errors import InfraError
+from reprolab.guest.handle import Guest
+from reprolab.kernel.artifacts import KernelArtifacts
+from reprolab.session import Session
+from reprolab.virt.domain import Domain
+
+if TYPE_CHECKING:
+    from reprolab.image.build import GuestImage
+
+log = logging.getLogger(__name__)
+
+BOOT_LOG = "boot-console.log"
+
+
+@dataclass
+class SavedGuest:
+    """A guest saved right after it became ready."""
+
+    path: Path
+    name: str
+    xml: str
+    boot_log: Path
+    serial: Path
+    boot_seconds: float
+    save_seconds: float
+    ssh_port: int | None
+    host_key: str | None
+    cmdline: str
+
+
+class SnapshotSession(Session):
+    """A :class:`Session` that restores a saved post-boot state instead of booting."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._saved: dict[str, SavedGuest] = {}
+        self._live: dict[str, Domain] = {}
+        self.restores = 0
+        self.restore_seconds: list[float] = []
+
+    @staticmethod
+    def _key(case: CaseSpec, kernel: KernelArtifacts, image: GuestImage) -> str:
+        return json.dumps([kernel.key, image.key, case.guest, case.cmdline, case.hang_budget],
+                          default=str, sort_keys=True)
+
+    def boot(self, case: CaseSpec, directory: Path, kernel: KernelArtifacts,
+             image: GuestImage) -> tuple[Guest, Path]:
+        if image.disk is not None:
+            # A disk overlay changes under the guest: a restored RAM image would not match it.
+            return super().boot(case, directory, kernel, image)
+        key = self._key(case, kernel, image)
+        saved = self._saved.get(key)
+        if saved is None:
+            guest, serial = super().boot(case, directory, kernel, image)
+            if not guest.ready or guest.fatal_event is not None:
+                return guest, serial  # died while booting: a verdict, nothing to save
+            saved = self._save(guest, serial, directory, image)
+            self._saved[key] = saved
+        return self._restore(case, directory, saved, image)
+
+    def _save(self, guest: Guest, serial: Path, directory: Path, image: GuestImage
+              ) -> SavedGuest:
+        domain = guest.domain
+        xml = domain.live_xml()
+        path = self.run_dir / f"{domain.name}.save"
+        boot_log = self.run_dir / f"{domain.name}.{BOOT_LOG}"
+        # The run dir may have been swept meanwhile; the save file needs its directory.
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        try:
+            # The XML with security labels and live ports: what restore must be given back.
+            domain.dom.save(str(path))
+        except libvirt.libvirtError as exc:
+            guest.close(keep=False, serial_log=serial)
+            raise InfraError(f"could not save {domain.name} after boot: {exc}") from exc
+        save_seconds = time.monotonic() - t0
+        if guest.ssh is not None:
+            guest.ssh.close()
+        guest.console.close()
+        shutil.copyfile(guest.console.log_path, boot_log)
+        guest.console.log_path.rename(directory / BOOT_LOG)
+        ssh_port = guest.ssh.port if guest.ssh is not None else None
+        log.info("saved %s after boot (%.1f s boot, %.1f s save)", domain.name,
+                 guest.boot_seconds or 0.0, save_seconds)
+        return SavedGuest(path=path, name=domain.name, xml=xml, boot_log=boot_log,
+                          serial=serial, boot_seconds=guest.boot_seconds or 0.0,
+                          save_seconds=save_seconds, ssh_port=ssh_port,
+                          host_key=image.host_key,
+                          cmdline=(directory / "cmdline.txt").read_text().strip())
+
+    def _restore(self, case: CaseSpec, directory: Path, saved: SavedGuest,
+                 image: GuestImage) -> tuple[Guest, Path]:
+        stale = self._live.pop(saved.name, None)
+        if stale is not None:
+            stale.destroy()
+            stale.wait_gone()
+        log_path = directory / "console.log"
+        with log_path.open("ab") as sink, saved.boot_log.open("rb") as src:
+            shutil.copyfileobj(src, sink)
+        t0 = time.monotonic()
+        try:
+            self.conn.restoreFlags(str(saved.path), None, libvirt.VIR_DOMAIN_SAVE_PAUSED)
+            dom = self.conn.lookupByName(saved.name)
+        except libvirt.libvirtError as exc:
+            raise InfraError(f"could not restore {saved.name} from {saved.path}: {exc}"
+                             ) from exc
+        domain = Domain(self.conn, dom, saved.name, saved.xml)
+        self._live[saved.name] = domain
+        (directory / "domain.xml").write_text(domain.live_xml())
+        console = Console(self.uri, domain.name, log_path)
+        guest = Guest(domain, console, directory, silence_timeout=case.silence_timeout)
+        try:
+            console.attach()
+            domain.resume()
+            guest._t0 = t0
+            seconds = time.monotonic() - t0
+            guest.ready = True
+            guest.boot_seconds = seconds
+            if saved.ssh_port is not None and saved.host_key is not None:
+                from reprolab.ssh import SshChannel
+
+                guest.ssh = SshChannel("127.0.0.1", saved.ssh_port, self.ssh_key()[0],
+                                       saved.host_key)
+                guest.ssh.wait_ready(timeout=60.0)
+        except BaseException:
+            guest.close(keep=False, serial_log=saved.serial)
+            raise
+        self.restores += 1
+        self.restore_seconds.append(seconds)
+        (directory / "snapshot.json").write_text(json.dumps({
+            "restored_from": str(saved.path), "boot_seconds": saved.boot_seconds,
+            "save_seconds": round(saved.save_seconds, 3),
+            "restore_seconds": round(seconds, 3),
+        }, indent=2) + "\n")
+        (directory / "cmdline.txt").write_text(saved.cmdline + "\n")
+        self._write_bundle(case, directory, domain, saved.cmdline)
+        return guest, saved.serial
+
+    def _write_bundle(self, case: CaseSpec, directory: Path, domain: Domain, cmdline: str
+                      ) -> None:
+        from reprolab.replay import write_attempt_bundle_safely
+
+        kernel = self.kernel(case.kernel, directory)
+        image = self.image(case.guest.image, kernel)
+        write_attempt_bundle_safely(
+            directory, case=case, kernel_spec=self.kernel_override or case.kernel,
+            kernel=kernel, image=image, cmdline=cmdline, domain_xml=domain.xml)
+
+    def close(self) -> None:
+        for domain in self._live.values():
+            domain.destroy()
+        self._live.clear()
+        for saved in self._saved.values():
+            with contextlib.suppress(OSError):
+                saved.path.unlink()
+            with contextlib.suppress(OSError):
+                saved.boot_log.unlink()
+        self._saved.clear()
+        super().close()

@@ -1,0 +1,79 @@
+"""`reprolab repro` end to end: attempts with snapshot restore, bundles, and a replay."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from vmtools import domain_name, our_domains
+
+ROOT = Path(__file__).resolve().parents[2]
+CASE = ROOT / "testcases" / "test_sysrq_panic.py"
+
+
+def _repro(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([sys.executable, "-m", "reprolab.cli", "repro", *args],
+                          capture_output=True, text=True, cwd=cwd, timeout=900)
+    print(done.stdout[-4000:], done.stderr[-4000:])
+    return done
+
+
+@pytest.mark.vm
+def test_repro_with_snapshot_restore_then_replay(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    done = _repro(str(CASE), "--attempts", "3", "--until", "all", "--snapshot",
+                  "--artifacts", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "3/3" in done.stdout
+    attempts = sorted(out.glob("*/attempt-*"))
+    assert len(attempts) == 3
+    # The first attempt booted (and saved); the others were restored from that save.
+    assert (attempts[0] / "boot-console.log").exists()
+    for restored in attempts[1:]:
+        info = json.loads((restored / "snapshot.json").read_text())
+        assert info["restore_seconds"] > 0
+    for attempt in attempts:
+        result = json.loads((attempt / "result.json").read_text())
+        assert result["outcome"] == "reproduced"
+        bundle = json.loads((attempt / "bundle" / "bundle.json").read_text())
+        assert bundle["kernel"] == {"source": "stock"}
+        assert bundle["testcase"].endswith("::test_sysrq_panic")
+    # Restored domains are not AUTODESTROY: the session must have destroyed them.
+    names = {domain_name(a) for a in attempts}
+    assert not names & set(our_domains())
+
+    replay = _repro("--bundle", str(attempts[1]), "--artifacts", str(tmp_path / "replay"),
+                    cwd=tmp_path)
+    assert replay.returncode == 0, replay.stderr
+    assert "1/1" in replay.stdout
+    assert "warning" not in replay.stdout
+
+
+@pytest.mark.vm
+def test_restored_guest_is_tagged_and_destroyed_on_close(tmp_path: Path) -> None:
+    """A restored domain cannot be AUTODESTROY: it keeps the run tag, and close() kills it."""
+    from reprolab.replay import load_testcase
+    from reprolab.snapshot import SnapshotSession
+    from reprolab.virt.domain import run_tag_of
+
+    loaded = load_testcase(str(CASE))
+    session = SnapshotSession(artifacts=tmp_path / "artifacts")
+    tags = []
+
+    def body(guest: object) -> None:
+        dom = guest.domain.dom  # type: ignore[attr-defined]
+        tags.append((dom.name(), run_tag_of(dom)))
+
+    try:
+        for index in (1, 2):
+            result, error = session.run_attempt(loaded.case, index, body)
+            assert error is None and result.outcome.value == "not-reproduced"
+        assert session.restores == 2
+    finally:
+        session.close()
+    assert len(tags) == 2 and tags[0][0] == tags[1][0]
+    assert all(tag is not None and tag.test == loaded.case.name for _, tag in tags)
+    assert tags[0][0] not in our_domains()
