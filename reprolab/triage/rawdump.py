@@ -10,7 +10,7 @@ still say what crashed and where.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,8 +122,8 @@ def prstatus_notes(path: Path) -> list[CpuRegs]:
     return out
 
 
-def _parse_notes(data: bytes, first_cpu: int) -> list[CpuRegs]:
-    out: list[CpuRegs] = []
+def iter_notes(data: bytes) -> Iterator[tuple[bytes, int, bytes]]:
+    """(name, type, descriptor) of each ELF note in a PT_NOTE segment's bytes."""
     pos = 0
     while pos + 12 <= len(data):
         namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
@@ -132,6 +132,12 @@ def _parse_notes(data: bytes, first_cpu: int) -> list[CpuRegs]:
         pos += (namesz + 3) & ~3
         desc = data[pos : pos + descsz]
         pos += (descsz + 3) & ~3
+        yield name, ntype, desc
+
+
+def _parse_notes(data: bytes, first_cpu: int) -> list[CpuRegs]:
+    out: list[CpuRegs] = []
+    for name, ntype, desc in iter_notes(data):
         if ntype == _NT_PRSTATUS and name == b"CORE" and len(desc) >= _PRSTATUS_REGS + 27 * 8:
             pid, = struct.unpack_from("<i", desc, _PRSTATUS_PID)
             values = struct.unpack_from("<27Q", desc, _PRSTATUS_REGS)

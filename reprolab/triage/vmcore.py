@@ -57,14 +57,7 @@ def elf_build_id(path: Path) -> str | None:
                     continue
                 f.seek(off)
                 data = f.read(size)
-                pos = 0
-                while pos + 12 <= len(data):
-                    namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
-                    pos += 12
-                    name = data[pos : pos + namesz].rstrip(b"\0")
-                    pos += (namesz + 3) & ~3
-                    desc = data[pos : pos + descsz]
-                    pos += (descsz + 3) & ~3
+                for name, ntype, desc in rawdump.iter_notes(data):
                     if ntype == 3 and name == b"GNU":
                         return desc.hex()
     except (OSError, struct.error):
