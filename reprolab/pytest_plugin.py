@@ -133,6 +133,26 @@ def _pool(config: pytest.Config) -> HostPool | None:
     return config.stash[_POOL_KEY]
 
 
+def _preflight(pool: HostPool) -> None:
+    """Take hosts whose libvirt does not answer out of the pool before any case starts."""
+    from reprolab.virt.connection import open_connection
+
+    for host in pool.hosts:
+        try:
+            open_connection(host.uri).close()
+        except InfraError as exc:
+            pool.mark_unhealthy(host, str(exc))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    if getattr(config, "workerinput", None) is None:
+        pool = _pool(config)
+        if pool is not None:
+            _preflight(pool)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     for session in config.stash.get(_SESSIONS_KEY, {}).values():
         session.close()
@@ -210,10 +230,13 @@ def _run_on_pool(item: pytest.Function, case: CaseSpec, pool: HostPool
                  ) -> tuple[Session, CaseResult]:
     """Run the case on a leased host; move to another host when that one is unhealthy."""
     tried: list[str] = []
+    last: tuple[Session, CaseResult] | None = None
     while True:
         try:
             lease = pool.acquire(LEASE_TIMEOUT, exclude=tried)
         except InfraError as exc:
+            if last is not None:
+                return last  # its infra-error attempts say what each host did
             pytest.fail(f"infrastructure error, no kernel verdict: {exc}", pytrace=False)
         with lease:
             session = _session(item.config, lease.host.uri)
@@ -224,6 +247,7 @@ def _run_on_pool(item: pytest.Function, case: CaseSpec, pool: HostPool
                 return session, result
             lease.mark_unhealthy(trouble)
             tried.append(lease.host.name)
+            last = (session, result)
 
 
 def _run_case(pyfuncitem: pytest.Function, case: CaseSpec, session: Session) -> CaseResult:

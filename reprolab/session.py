@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import secrets
 import shutil
@@ -51,6 +52,11 @@ BASE_CMDLINE: Mapping[str, Any] = {
 }
 
 Body = Callable[[Guest], None]
+
+def min_free_gib() -> int:
+    """Space kept free beyond a vmcore (REPROLAB_MIN_FREE_GIB, default 1)."""
+    return int(os.environ.get("REPROLAB_MIN_FREE_GIB", "1"))
+
 
 #: Lab hosts that are this machine: their forwarded guest ports are reachable directly.
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -149,6 +155,17 @@ class Session:
             self._ssh_key = (private, auth)
         return self._ssh_key
 
+    def check_free_space(self, memory_mib: int) -> None:
+        """A vmcore is as large as the guest's memory: refuse to start one that cannot be
+        dumped. The error names the host, so a pool takes the host out and moves on."""
+        need = (memory_mib << 20) + (min_free_gib() << 30)
+        free = self.files.free_bytes()
+        if free < need:
+            raise InfraError(
+                f"host {self.files.host}: disk full for reproductions: {free / (1 << 30):.1f} "
+                f"GiB free, a {memory_mib} MiB guest's vmcore needs {need / (1 << 30):.1f} GiB"
+            )
+
     # -- one guest ---------------------------------------------------------------------------
     def guest_spec(self, case: CaseSpec, kernel: KernelArtifacts, image: GuestImage
                    ) -> GuestSpec:
@@ -200,6 +217,7 @@ class Session:
         A kernel that crashes during boot returns normally (the crash is a verdict); one
         that prints nothing useful until the timeout raises :class:`BootTimeout`.
         """
+        self.check_free_space(case.guest.memory_mib)
         spec = self.guest_spec(case, kernel, image)
         serial = self.files.scratch(f"{directory.name}-{secrets.token_hex(3)}.serial.log")
         domain = Domain.start(self.conn, spec, label=_safe(case.name.split("::")[-1]),

@@ -36,6 +36,7 @@ class HostFiles(Protocol):
     def fetch(self, remote: Path, local: Path) -> bool: ...
     def remove(self, remote: Path) -> None: ...
     def overlay(self, base: Path, name: str) -> Path: ...
+    def free_bytes(self) -> int: ...
     def close(self) -> None: ...
 
 
@@ -68,6 +69,10 @@ class LocalFiles:
 
     def overlay(self, base: Path, name: str) -> Path:
         raise NotImplementedError("local overlays are made by reprolab.image.build")
+
+    def free_bytes(self) -> int:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        return shutil.disk_usage(self.run_dir).free
 
     def close(self) -> None:
         return None
@@ -183,6 +188,14 @@ class SshFiles:
                    str(remote_base), str(target)])
         self.exec(["chmod", "0666", str(target)])
         return target
+
+    def free_bytes(self) -> int:
+        self._mkdirs(REMOTE_RUN)
+        out = self.exec(["df", "--output=avail", "-B1", str(REMOTE_RUN)])
+        try:
+            return int(out.split()[-1])
+        except (IndexError, ValueError) as exc:
+            raise InfraError(f"host {self.host}: cannot read free space: {out!r}") from exc
 
     def close(self) -> None:
         if self._client is not None:

@@ -5,6 +5,7 @@ which provisions this machine as a lab host; the test runs it first when sshd is
 """
 
 import json
+import os
 import subprocess
 import sys
 from datetime import datetime
@@ -41,7 +42,8 @@ def loopback_lab_host() -> str:
     return SSH_URI
 
 
-def _pytest(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
+def _pytest(tmp_path: Path, *args: str, env: dict[str, str] | None = None
+            ) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
     (tmp_path / "test_cases.py").write_text(CASES)
     art = tmp_path / "art"
     done = subprocess.run(
@@ -49,6 +51,7 @@ def _pytest(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str
          "no:cacheprovider", f"--rootdir={tmp_path}", f"--reprolab-artifacts={art}",
          f"--junitxml={tmp_path / 'junit.xml'}", "-o", "junit_family=xunit1", *args],
         cwd=tmp_path, capture_output=True, text=True, check=False, timeout=900,
+        env={**os.environ, **(env or {})},
     )
     rows = [json.loads(line) for line in (art / "results.jsonl").read_text().splitlines()]
     return done, rows
@@ -83,7 +86,7 @@ def test_unreachable_host_moves_work_and_is_reported(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:]
     assert [(r["verdict"], r["host"]) for r in rows] == [("reproduced", "qemu:///system")]
     assert "deadhost" in done.stdout and "UNHEALTHY" in done.stdout
-    assert "host 127.0.0.1: cannot open SSH" in done.stdout  # the reason, in the summary
+    assert "cannot connect to libvirt at qemu+ssh://root@127.0.0.1:1/system" in done.stdout
 
 
 def test_guest_ssh_through_a_lab_host_gateway(tmp_path: Path, loopback_lab_host: str) -> None:
@@ -113,3 +116,15 @@ def test_guest_ssh_through_a_lab_host_gateway(tmp_path: Path, loopback_lab_host:
         session.close()
     assert err is None, err
     assert seen["out"].strip() == "6.1.0-56-amd64", result
+
+
+def test_full_disk_host_is_an_infrastructure_error_naming_it(tmp_path: Path) -> None:
+    hosts = "qemu:///system;guests=1;name=fullhost"
+    # Demand more free space than any disk has: the host counts as full.
+    done, rows = _pytest(tmp_path, "-k", "1", f"--reprolab-hosts={hosts}",
+                         env={"REPROLAB_MIN_FREE_GIB": "1000000"})
+    assert done.returncode == 1, done.stdout[-3000:]
+    assert "infrastructure error, no kernel verdict" in done.stdout
+    assert "host localhost: disk full for reproductions" in done.stdout
+    assert "fullhost" in done.stdout and "UNHEALTHY" in done.stdout
+    assert [r["verdict"] for r in rows] == ["infra-error"]  # not a kernel verdict
