@@ -18,12 +18,11 @@ import pytest
 
 from reprolab.scenario import LoadBalanceStress, RebootUnderLoad
 
-WATCHDOG = ("<watchdog model='i6300esb' action='pause'><address type='pci' domain='0x0000' "
-            "bus='0x00' slot='0x1e' function='0x0'/></watchdog>")
+WATCHDOG = {"model": "i6300esb", "action": "pause"}
 
 
 @pytest.mark.reprolab(
-    guest={"vcpus": 2, "memory": "512M", "image": "tools", "devices": [WATCHDOG]},
+    guest={"vcpus": 2, "memory": "512M", "image": "tools", "watchdog": WATCHDOG},
     cmdline={"watchdog_thresh": 5, "sysctl.kernel.hung_task_timeout_secs": 20},
     expect={"in_stack": "double_rq_lock"},
     mode="regression",

@@ -17,23 +17,20 @@ the reboot; the watchdog firing fails it.
 
 The first two run on the initramfs tools image (busybox init's shutdown: SIGTERM to all,
 SIGKILL, reboot). ``test_rt_load_outlasts_the_watchdog_in_systemd_shutdown`` is the field
-box's own setup, a systemd disk image: the hogs keep their default RT bandwidth (950 ms in
-1 s) but ignore SIGTERM, so systemd's shutdown crawls on the 5% left to it, waits on its stop
-jobs, and the 30 s watchdog (whose feeder the shutdown killed) fires before ``machine_restart``
-(measured here with the NIC fix of /tmp/requests-issue6.md: throttling at 37 s, the watchdog
-at 88 s). It is the same signature without any kernel bug: the watchdog must outlast the
-worst shutdown under RT load.
+box's own setup, a systemd disk image: the hogs keep their default RT bandwidth (950 ms in 1
+s) but ignore SIGTERM, so systemd's shutdown crawls on the 5% left to it, waits on its stop
+jobs, and the 30 s watchdog (whose feeder the shutdown killed) fires before
+``machine_restart`` (measured here: throttling at 37 s, the watchdog at 88 s). It is the same
+signature without any kernel bug: the watchdog must outlast the worst shutdown under RT load.
 """
 
 import pytest
 
 from reprolab.scenario import RebootUnderLoad, RtHog
 
-#: The i6300esb on an explicit slot (see /tmp/requests-issue6.md: the core's default slot
-#: collides with the SSH NIC); with the core fix this becomes guest={"watchdog": {...}}.
-WATCHDOG = ("<watchdog model='i6300esb' action='pause'><address type='pci' domain='0x0000' "
-            "bus='0x00' slot='0x1e' function='0x0'/></watchdog>")
-GUEST = {"vcpus": 2, "memory": "512M", "image": "tools", "devices": [WATCHDOG]}
+#: The virtual hardware watchdog pauses the domain when it fires, so it can be dumped.
+WATCHDOG = {"model": "i6300esb", "action": "pause"}
+GUEST = {"vcpus": 2, "memory": "512M", "image": "tools", "watchdog": WATCHDOG}
 SIGNATURE = {"events": ["rt-throttling", "watchdog-fire"]}
 
 
@@ -59,12 +56,9 @@ def test_rt_hogs_with_bandwidth_limit_let_reboot_finish(guest):
     assert outcome == "rebooted", f"the reboot under RT load ended as {outcome}"
 
 
-DISK_GUEST = {"vcpus": 2, "memory": "1G", "image": "tools-disk", "devices": [WATCHDOG]}
+DISK_GUEST = {"vcpus": 2, "memory": "1G", "image": "tools-disk", "watchdog": WATCHDOG}
 
 
-@pytest.mark.xfail(reason="core: a disk image with SSH cannot start yet, its virtio-blk and "
-                   "the SSH NIC both get PCI slot 2 (see /tmp/requests-issue6.md, item 1)",
-                   strict=False)
 @pytest.mark.reprolab(guest=DISK_GUEST, expect=SIGNATURE, mode="reproduce", boot_timeout=240)
 def test_rt_load_outlasts_the_watchdog_in_systemd_shutdown(guest):
     reboot = RebootUnderLoad(

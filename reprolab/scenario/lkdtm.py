@@ -43,12 +43,14 @@ EXPECTED: dict[str, Expected] = {
     "WARNING": Expected("warning", r"WARNING in lkdtm_WARNING"),
     "EXCEPTION": Expected("page-fault", r"BUG: unable to handle kernel NULL pointer "
                           r"dereference in lkdtm_EXCEPTION"),
-    "SOFTLOCKUP": Expected("soft-lockup", r"BUG: soft lockup in lkdtm_SOFTLOCKUP",
+    # Stalls are titled after the frame just above the entry point (syzkaller's
+    # convention): LKDTM is entered by a write to debugfs, so that is full_proxy_write.
+    "SOFTLOCKUP": Expected("soft-lockup", r"BUG: soft lockup in full_proxy_write",
                            _LOCKUP_CMDLINE, needs_stack=True),
     "HARDLOCKUP": Expected("hard-lockup", r"BUG: hard lockup in lkdtm_HARDLOCKUP",
                            _LOCKUP_CMDLINE),
     "SPINLOCKUP": Expected("soft-lockup",
-                           r"BUG: soft lockup in (?:lkdtm_SPINLOCKUP|\w*spin_lock\w*)",
+                           r"BUG: soft lockup in (?:full_proxy_write|\w*spin_lock\w*)",
                            _LOCKUP_CMDLINE, repeat=2, needs_stack=True),
     "HUNG_TASK": Expected("hung-task", r"INFO: task hung in lkdtm_HUNG_TASK",
                           (("sysctl.kernel.hung_task_timeout_secs", 5),
