@@ -73,7 +73,9 @@ def print_table(artifacts: Path) -> None:
             f"{first:.0f} s" if first else "-",
             _relative(row.get("vmcore"), artifacts),
         )
-    Console(file=sys.stdout).print(table)
+    # Logs and CI capture are not terminals: rich would squeeze the table into 80 columns.
+    width = None if sys.stdout.isatty() else 220
+    Console(file=sys.stdout, width=width).print(table)
 
 
 def _relative(path: str | None, root: Path) -> str:
