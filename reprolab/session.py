@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 from reprolab.accel import AccelInfo, detect_accel
 from reprolab.attempt import AttemptResult
 from reprolab.case import CaseSpec
-from reprolab.console import Console
-from reprolab.errors import InfraError, UserError
+from reprolab.console import Console, ConsoleTimeout
+from reprolab.errors import BootTimeout, InfraError, UserError
 from reprolab.guest.handle import Guest
 from reprolab.guest.spec import GuestSpec, merge_cmdline
 from reprolab.kernel.artifacts import KernelArtifacts, stock_kernel
@@ -236,15 +236,13 @@ class Session:
             console.attach()
             t0 = time.monotonic()
             domain.resume()
-            guest._t0 = t0
+            guest.mark_started(t0)
             try:
                 console.wait_for(re.escape(image.ready_marker), case.boot_timeout)
             except InfraError as exc:
                 if guest.crashed_during(exc):
                     return guest, serial
-                from reprolab.errors import BootTimeout
-
-                if isinstance(exc, BootTimeout) or "did not appear" in str(exc):
+                if isinstance(exc, ConsoleTimeout):
                     raise BootTimeout(
                         f"{case.name}: guest {domain.name} did not reach its ready marker "
                         f"in {case.boot_timeout:.0f} s (console: {directory / 'console.log'})",

@@ -152,7 +152,7 @@ class SnapshotSession(Session):
         try:
             console.attach()
             domain.resume()
-            guest._t0 = t0
+            guest.mark_started(t0)
             seconds = time.monotonic() - t0
             guest.ready = True
             guest.boot_seconds = seconds

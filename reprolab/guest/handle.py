@@ -53,6 +53,10 @@ class Guest:
         console.add_observer(self._on_console)
         console.stop_check = self.stop_reason
 
+    def mark_started(self, t0: float) -> None:
+        """Event times count from ``t0``: the moment the guest was resumed or restored."""
+        self._t0 = t0
+
     # -- events ----------------------------------------------------------------------------
     def _now(self) -> float:
         return time.monotonic() - self._t0
