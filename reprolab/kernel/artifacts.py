@@ -59,12 +59,11 @@ def _version_key(release: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", release))
 
 
-def stock_kernel(boot: Path = Path("/boot"), modules: Path = Path("/")) -> KernelArtifacts:
-    """The newest Debian kernel installed on the host (``linux-image-amd64``).
+def stock_image(boot: Path = Path("/boot"), modules: Path = Path("/")) -> Path:
+    """The newest Debian kernel image installed on the host that has its modules.
 
-    Not ``uname -r``: the runner may itself be a VM or container whose running kernel is not
-    installed in /boot. The image is copied into the cache because libvirt relabels what a
-    domain boots from, and the host's /boot must not change owner under our feet.
+    Debian's point releases move the stock kernel (6.1.0-56 -> -57), so nothing may name its
+    version: this is the one place that finds it, for the guests, ``doctor`` and the tests.
     """
     candidates = sorted(
         (p for p in boot.glob("vmlinuz-*") if _RELEASE.search(p.name)),
@@ -79,7 +78,22 @@ def stock_kernel(boot: Path = Path("/boot"), modules: Path = Path("/")) -> Kerne
             f"no stock kernel: no {boot}/vmlinuz-* with modules under "
             f"{modules / 'lib/modules'} (apt-get install linux-image-amd64)"
         )
-    src = candidates[-1]
+    return candidates[-1]
+
+
+def stock_release(boot: Path = Path("/boot"), modules: Path = Path("/")) -> str:
+    """``uname -r`` of :func:`stock_image`."""
+    return stock_image(boot, modules).name.removeprefix("vmlinuz-")
+
+
+def stock_kernel(boot: Path = Path("/boot"), modules: Path = Path("/")) -> KernelArtifacts:
+    """The newest Debian kernel installed on the host (``linux-image-amd64``).
+
+    Not ``uname -r``: the runner may itself be a VM or container whose running kernel is not
+    installed in /boot. The image is copied into the cache because libvirt relabels what a
+    domain boots from, and the host's /boot must not change owner under our feet.
+    """
+    src = stock_image(boot, modules)
     release = src.name.removeprefix("vmlinuz-")
     digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
     dest_dir = cache_root() / "kernels" / f"stock-{release}-{digest}"

@@ -13,8 +13,10 @@ import pytest
 from lxml import etree
 from vmtools import domain_name, make_case, our_domains
 
+from reprolab.accel import detect_accel
 from reprolab.events import NO_OUTPUT, PVPANIC
 from reprolab.guest.handle import Guest
+from reprolab.kernel.artifacts import stock_release
 from reprolab.session import Session
 from reprolab.verdict import Outcome
 
@@ -44,10 +46,12 @@ def test_sysrq_case_through_pytest_reproduces_with_vmcore(tmp_path: Path) -> Non
     row = json.loads((art / "results.jsonl").read_text().splitlines()[0])
     assert row["verdict"] == "reproduced"
     assert row["title"] == "kernel panic: sysrq triggered crash"
-    assert row["accel"] == "tcg"
+    # Whatever this host offers: TCG here, KVM on a lab host with vmx/svm (the session probes).
+    host_accel = detect_accel().accel
+    assert row["accel"] == host_accel or (host_accel == "kvm" and row["accel"] == "tcg")
     vmcore = Path(row["vmcore"])
     assert vmcore.stat().st_size > 256 << 20
-    assert _vmcore_osrelease(vmcore) == "6.1.0-56-amd64" or _vmcore_osrelease(vmcore)
+    assert _vmcore_osrelease(vmcore) == stock_release()
     attempt = vmcore.parent
     assert "Kernel panic - not syncing: sysrq triggered crash" in (
         attempt / "console.log").read_text(errors="replace")
@@ -57,7 +61,7 @@ def test_sysrq_case_through_pytest_reproduces_with_vmcore(tmp_path: Path) -> Non
     props = {p.get("name"): p.get("value")
              for p in etree.parse(str(junit)).iter("property")}
     assert props["reprolab_verdict"] == "reproduced"
-    assert props["reprolab_accel"] == "tcg"
+    assert props["reprolab_accel"] == row["accel"]
     assert props["reprolab_vmcore"] == str(vmcore)
     assert "reprolab verdicts" in done.stdout
     assert domain_name(attempt) not in our_domains()
@@ -76,7 +80,7 @@ def test_console_commands_and_pvpanic(session: Session) -> None:
 
     result, err = session.run_attempt(make_case(), 1, body)
     assert err is None
-    assert seen["rc"] == 1 and "6.1.0-56-amd64" in str(seen["out"])
+    assert seen["rc"] == 1 and stock_release() in str(seen["out"])
     assert "hello" in str(seen["out"])
     assert "console=ttyS0" in str(seen["ok"])
     assert seen["pvpanic"] is True

@@ -19,6 +19,7 @@ import libvirt
 import pytest
 
 from reprolab.errors import UserError
+from reprolab.kernel.artifacts import stock_image
 from reprolab.paths import cache_root, runtime_root
 from reprolab.proc import run
 from reprolab.triage.report import parse_log
@@ -27,8 +28,9 @@ from reprolab.triage.vmcore import elf_build_id, write_dossier
 pytestmark = pytest.mark.vm
 
 URI = "qemu:///system"
-STOCK_RELEASE = "6.1.0-56-amd64"
-STOCK_KERNEL = Path(f"/boot/vmlinuz-{STOCK_RELEASE}")
+# The stock kernel is whatever Debian release is installed (point releases move it).
+STOCK_KERNEL = stock_image()
+STOCK_RELEASE = STOCK_KERNEL.name.removeprefix("vmlinuz-")
 INIT = """#!/bin/sh
 /bin/mount -t proc proc /proc
 /bin/mount -t sysfs sys /sys
@@ -139,8 +141,6 @@ def workdir() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def stock_dump(workdir: Path) -> tuple[Path, Path]:
-    if not STOCK_KERNEL.exists():
-        pytest.skip(f"stock kernel {STOCK_KERNEL} is not installed")
     return crash_and_dump(STOCK_KERNEL, STOCK_RELEASE, _mkdir(workdir / "stock"))
 
 
@@ -235,8 +235,6 @@ def test_hung_task_dossier_lists_d_state_task(workdir: Path, stock_vmlinux: Path
 
 
 def test_kdump_zlib_dump_is_read_like_an_elf_one(workdir: Path, tmp_path: Path) -> None:
-    if not STOCK_KERNEL.exists():
-        pytest.skip(f"stock kernel {STOCK_KERNEL} is not installed")
     vmcore, _ = crash_and_dump(STOCK_KERNEL, STOCK_RELEASE, _mkdir(workdir / "kdump"),
                                fmt=libvirt.VIR_DOMAIN_CORE_DUMP_FORMAT_KDUMP_ZLIB)
     d = json.loads(write_dossier(vmcore, _stock_vmlinux(), tmp_path).read_text())

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from reprolab.errors import InfraError, UserError
-from reprolab.kernel.artifacts import stock_kernel
+from reprolab.kernel.artifacts import stock_kernel, stock_release
 from reprolab.proc import run
 
 
@@ -35,6 +35,18 @@ def test_run_missing_command_and_timeout(tmp_path: Path) -> None:
 def test_missing_stock_kernel_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"no stock kernel.*apt-get install linux-image-amd64"):
         stock_kernel(boot=tmp_path, modules=tmp_path)
+
+
+def test_stock_release_is_the_newest_installed_with_modules(tmp_path: Path) -> None:
+    """Debian's point releases move the stock kernel: -57 after -56, and -100 after -99."""
+    boot, mods = tmp_path / "boot", tmp_path / "root"
+    boot.mkdir()
+    for release in ("6.1.0-56-amd64", "6.1.0-57-amd64", "6.1.0-9-amd64", "6.1.0-60-amd64"):
+        (boot / f"vmlinuz-{release}").write_bytes(b"x")
+    for release in ("6.1.0-56-amd64", "6.1.0-57-amd64", "6.1.0-9-amd64"):
+        (mods / "lib/modules" / release).mkdir(parents=True)
+    # -60 has no modules (a half-installed package): not bootable with its modules, so skipped.
+    assert stock_release(boot=boot, modules=mods) == "6.1.0-57-amd64"
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
