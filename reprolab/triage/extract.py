@@ -165,6 +165,9 @@ def extract_stack_frames(stack: StackFmt, text: str) -> tuple[list[Frame], bool,
     if not ok and stack.parts2:
         walker.seen = []
         frames, ok = walker.run(text, stack.parts2)
+    if not ok and stack.parts3:
+        walker.seen = []
+        frames, ok = walker.run(text, stack.parts3)
     return frames, ok, walker.seen
 
 

@@ -37,6 +37,7 @@ _SYSLOG = re.compile(
 _DMESG_T = re.compile(rf"^\[{_WDAY} {_MONTH} {{1,2}}\d{{1,2}} \d\d:\d\d:\d\d \d{{4}}\] ?")
 #: /dev/kmsg and extended netconsole: ``level,seq,usec,flags[,more];message``.
 _KMSG = re.compile(r"^(\d{1,3}),\d{1,20},(\d{1,20}),[^;]{0,40};")
+_INDENTED = re.compile(r"[ \t]++(?:kernel: ?)?(?=(?:<\d{1,3}>)?\[ {0,12}\d+\.\d+\])")
 #: A line cut by a reboot: the new kernel's first line starts in the middle of the old one.
 _REBOOT_CUT = re.compile(r"(?<=\S)(?=\[ {0,4}0\.000000\](?:\[ *[CT]\d+\])? )")
 
@@ -61,6 +62,11 @@ def normalise(line: str) -> str:
         parts = [p for p in line.split("\r") if p]
         line = parts[-1] if parts else ""
     line = _CONTROL.sub("", line)
+    if line[:1] in (" ", "\t"):
+        # Pasted into a bug report or a wall message: indentation before the timestamp.
+        ind = _INDENTED.match(line)
+        if ind is not None:
+            line = line[ind.end() :]
     m = _SYSLOG.match(line)
     if m is not None:
         if m.group("prog") != "kernel":

@@ -226,6 +226,8 @@ _WARNING = Oops(
         _F(c("WARNING: .* at {{SRC}} {{FUNC}}"), "WARNING in %[3]v", stack=warning_stack()),
         _F(c("WARNING: {{SRC}} at {{FUNC}}"), "WARNING in %[3]v", stack=warning_stack()),
         _F(c(r"WARNING: \[.*\] {{SRC}} at {{FUNC}}.*"), "WARNING in %[3]v", stack=warning_stack()),
+        # 2.6/3.x: "WARNING: at kernel/watchdog.c:393 watchdog_overflow_callback+0xd0/0xe0()".
+        _F(c("WARNING: at {{SRC}} {{FUNC}}"), "WARNING in %[3]v", stack=warning_stack()),
         _F(c("WARNING: possible circular locking dependency detected"),
            "possible deadlock in %[1]v",
            report=c(r"WARNING: possible circular locking dependency detected(?:.*\n)+?.*is trying "
@@ -297,6 +299,16 @@ _INFO = Oops(
              report=c(r"INFO: " + head + r" \](?:.*\n)+?.*" + mid
                       + r"(?:.*\n)+?.*at: {{PC}} +{{FUNC}}"))
           for head, mid, fmt in _INFO_LOCKDEP),
+        _F(c("INFO: rcu_(?:preempt|sched|bh|tasks(?:_trace|_rude)?) self-detected"
+             "(?: expedited)? stall"),
+           "INFO: rcu detected stall in %[1]v", alt=("stall in %[1]v",),
+           stack=StackFmt((c("apic_timer_interrupt"), RIP_FRAME, PARSE_STACK),
+                          parts2=(c("(?:apic_timer_interrupt|Exception stack|el1h_64_irq)"),
+                                  PARSE_STACK),
+                          skip=("apic_timer_interrupt", "rcu"), extractor=stall_frame,
+                          # 6.x self-detected stalls show the interrupted registers only
+                          # (dump_cpu_task -> show_regs): RIP line, then the task's stack.
+                          parts3=(RIP_FRAME, CALL_TRACE, PARSE_STACK))),
         _F(c("INFO: rcu_(?:preempt|sched|bh|tasks(?:_trace|_rude)?) (?:self-)?detected"
              "(?: expedited)? stall"),
            "INFO: rcu detected stall in %[1]v", alt=("stall in %[1]v",),

@@ -418,10 +418,11 @@ _DETECTOR_FRAMES = re.compile(
     r"update_process_times|tick_|__hrtimer|hrtimer_|__sysvec|sysvec_|asm_sysvec|"
     r"smp_apic_timer|apic_timer|local_apic|irq_exit|__irq_exit|handle_irq|do_IRQ|"
     r"el1h_|el1_interrupt|gic_|warn_slowpath|__warn|panic|do_nmi|end_repeat_nmi|"
-    r"default_do_nmi|exc_nmi|asm_exc_nmi|lockup_detector|softlockup_fn|stop_machine|"
-    r"do_raw_spin_lock|_raw_spin_lock|queued_spin_lock|native_queued_spin)"
+    r"default_do_nmi|exc_nmi|asm_exc_nmi|lockup_detector|softlockup_fn)"
 )
 _RIP_LINE = re.compile(r"\b(?:RIP|EIP|NIP|pc |PC is at|IP)")
+#: 2.6/3.x i386 and ARM: "EIP is at _raw_spin_lock+0x25/0x30", "PC is at func+0x10/0x20".
+_IS_AT = re.compile(r"\b(?:EIP|RIP|IP|NIP|PC|pc) is at ([A-Za-z0-9_.]+)")
 
 
 def _stuck_in(rep: CrashReport, bts: list[CrashBacktrace]) -> str | None:
@@ -431,6 +432,9 @@ def _stuck_in(rep: CrashReport, bts: list[CrashBacktrace]) -> str | None:
     for line in rep.report.split("\n"):
         if _RIP_LINE.search(line) is None:
             continue
+        at = _IS_AT.search(line)
+        if at is not None and not _DETECTOR_FRAMES.search(at.group(1)):
+            return at.group(1)
         m = RIP_FRAME.search(line)
         if m is not None:
             name = next((demangle(g) for g in m.groups() if g), None)
@@ -496,6 +500,12 @@ def _later_soft_lockup(lines: list[str], start: int) -> tuple[Oops, int] | None:
 def _report_at(log: str, lines: list[str], oops: Oops, start: int,
                use_questionable: bool = False) -> CrashReport:
     context = extract_context(lines[start])
+    if not context:
+        # A header line that lost its timestamp (cut by the line before it, or a console
+        # that joined mid-line) is followed by the kernel's stamped lines: follow those.
+        following = [extract_context(ln) for ln in lines[start + 1 : start + 3] if ln.strip()]
+        if following and all(c == _CONSOLE for c in following):
+            context = _CONSOLE
     cut = _find_report(lines, start, context, use_questionable)
     body = _join(cut.report)
     desc = extract_description(_join(cut.report[: cut.report_end]), oops)

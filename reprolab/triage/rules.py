@@ -46,6 +46,8 @@ class StackFmt:
     parts2: tuple[Part, ...] = ()
     skip: tuple[str, ...] = ()
     extractor: Extractor | None = None
+    #: Tried when parts and parts2 find nothing (a format syzkaller's corpus never shows).
+    parts3: tuple[Part, ...] = ()
 
 
 @dataclass(frozen=True)
