@@ -91,8 +91,14 @@ _LINE_RULES: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
 )
 
 
+#: Markers sit at the start of a line (after its prefix): the kind is decided on this many
+#: characters, which bounds the work on hostile lines.
+CLASSIFY_SPAN = 512
+
+
 def classify(line: str) -> tuple[str, bool]:
     """Kind and fatality of one console line already known to carry a crash marker."""
+    line = line[:CLASSIFY_SPAN]
     for regex, kind, fatal in _LINE_RULES:
         if regex.search(line):
             return kind, fatal

@@ -79,7 +79,7 @@ class Oops:
         pos = line.find(self.header)
         if pos < 0:
             return False
-        if self.shapes and not any(s.match(line, pos) for s in self.shapes):
+        if self.shapes and not any(s.match(line, pos, pos + SHAPE_SPAN) for s in self.shapes):
             # A kernel message of its own wording ("WARNING: foo" from a driver) still counts
             # when the printk timestamp proves the kernel printed it, right before the word.
             m = _PRINTK_PREFIX.match(line)
@@ -88,6 +88,9 @@ class Oops:
         return not any(s.search(line) for s in self.suppressions)
 
 
+#: A kernel message names what it is within its first few hundred characters; looking no
+#: further keeps the check cheap on hostile lines.
+SHAPE_SPAN = 512
 _PRINTK_PREFIX = re.compile(r"(?:<[0-9]{1,3}>)?\[ *[0-9]+\.[0-9]+\](?:\[ *[CT][0-9]+\])? ")
 
 
