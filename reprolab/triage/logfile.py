@@ -147,6 +147,13 @@ def open_log(path: Path) -> BinaryIO:
 def parse_file(path: Path, *, questionable_frames: bool = False,
                whole_limit: int = WHOLE_LIMIT) -> CrashReport | None:
     """The first crash in the log file at ``path``, in bounded memory (see module doc)."""
+    return parse_log(read_log(path, whole_limit=whole_limit),
+                     questionable_frames=questionable_frames)
+
+
+def read_log(path: Path, *, whole_limit: int = WHOLE_LIMIT) -> bytes:
+    """The bytes of the log the parser needs: all of a small file, the marker windows of a
+    big one or of a pipe."""
     with open_log(path) as fh:
         try:
             size = os.fstat(fh.fileno()).st_size
@@ -154,4 +161,4 @@ def parse_file(path: Path, *, questionable_frames: bool = False,
             data = fh.read() if regular and size <= whole_limit else reduce_log(fh)
         except OSError as exc:
             raise UserError(f"cannot read log {path}: {exc.strerror or exc}") from None
-    return parse_log(data, questionable_frames=questionable_frames)
+    return data
