@@ -263,3 +263,18 @@ def test_stuck_in_names_where_the_cpu_spun() -> None:
     assert hard is not None and hard.stuck_in == "lkdtm_HARDLOCKUP"
     panic = parse_log((DATA / "console" / "debian-6.1-sysrq-crash.log").read_bytes())
     assert panic is not None and panic.stuck_in is None
+
+
+def test_attempt_result_carries_stuck_in_and_fatal_report(tmp_path: Path) -> None:
+    from reprolab.attempt import AttemptResult
+    from reprolab.verdict import Outcome
+
+    rep = parse_log(SLAB_DOUBLE_FREE)
+    hard = parse_log(EL7.read_bytes())
+    assert rep is not None and hard is not None
+    res = AttemptResult("case", 0, Outcome.REPRODUCED, tmp_path, "tcg", title=hard.title,
+                        stuck_in=hard.stuck_in, fatal_title=rep.fatal_title,
+                        fatal_kind=rep.fatal_kind)
+    js = json.loads((res.write()).read_text())
+    assert (js["stuck_in"], js["fatal_title"], js["fatal_kind"]) == (
+        "tg_unthrottle_up", "kernel BUG in lkdtm_SLAB_FREE_DOUBLE", "bug")
