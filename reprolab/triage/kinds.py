@@ -53,8 +53,8 @@ _LINE_RULES: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
     for p, k, f in (
         (_BOOT_FAILURE_MSG, BOOT_FAILURE, True),
         (r"Kernel panic - not syncing", PANIC, True),
-        (r"Watchdog detected hard LOCKUP|Kernel panic - not syncing: Hard LOCKUP", HARD_LOCKUP,
-         True),
+        (r"Watchdog detected hard LOCKUP|Kernel panic - not syncing: Hard LOCKUP"
+         r"|Watchdog CPU:\d+ (?:detected )?Hard LOCKUP", HARD_LOCKUP, True),
         (r"BUG: soft lockup", SOFT_LOCKUP, True),
         (r"INFO: rcu_(?:preempt|sched|bh|tasks\w*) (?:self-)?detected(?: expedited)? stall"
          r"|rcu: INFO: rcu_\w+ detected stalls? on", RCU_STALL, True),

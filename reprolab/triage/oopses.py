@@ -454,6 +454,20 @@ HARD_LOCKUP = Oops(
         # lockup, and a missing one already marks the report corrupted.
         no_stack_trace=True),),
 )
+#: powerpc's own watchdog (arch/powerpc/kernel/watchdog.c): "Watchdog CPU:80 detected Hard
+#: LOCKUP other CPUS:1,3-8" from the CPU that noticed, "Watchdog CPU:1 Hard LOCKUP" from the
+#: stuck one, with its NIP and stack.
+PPC_HARD_LOCKUP = Oops(
+    "Watchdog CPU:",
+    (_F(c("Watchdog CPU:[0-9]+ Hard LOCKUP"), "BUG: hard lockup in %[1]v",
+        alt=("stall in %[1]v",),
+        stack=StackFmt((RIP_FRAME, CALL_TRACE, PARSE_STACK), parts2=(CALL_TRACE, PARSE_STACK),
+                       skip=_NMI_PLUMBING),
+        no_stack_trace=True),
+     _F(c("Watchdog CPU:[0-9]+ detected Hard LOCKUP"), "BUG: hard lockup",
+        no_stack_trace=True)),
+    shapes=(c("Watchdog CPU:[0-9]+ (?:detected )?Hard LOCKUP"),),
+)
 RT_THROTTLING = _simple("sched: RT throttling activated", "sched: RT throttling activated",
                         "sched: RT throttling activated", no_stack_trace=True)
 
@@ -473,6 +487,7 @@ LINUX_OOPSES: tuple[Oops, ...] = (
     _simple("stack segment: ", "stack segment: ", "stack segment fault in %[1]v",
             stack=rip_stack()),
     HARD_LOCKUP,  # before the panic rule: "Kernel panic - not syncing: Watchdog detected hard..."
+    PPC_HARD_LOCKUP,
     _PANIC,
     _simple("PANIC: double fault", "PANIC: double fault", "PANIC: double fault in %[1]v",
             stack=StackFmt((RIP_FRAME,))),
