@@ -92,12 +92,16 @@ def _shapes() -> dict[str, str]:
             ("\x1b[1;37m" if i % 3 == 0 else "") + ln + ("\x00" if i % 5 == 0 else "") + "\r"
             for i, ln in enumerate(lines)) + "\ncrash> bt" + bt,
         "pasted-indented": "\n".join("    " + ln for ln in lines) + "\ncrash> bt" + bt,
+        "crash-log-m": "crash> log -m\n" + "\n".join(f"<4>{ln}" for ln in lines)
+        + "\ncrash> bt" + bt,
     }
 
 
 @pytest.mark.parametrize("shape", sorted(_shapes()))
 def test_field_report_in_every_real_machine_shape(shape: str) -> None:
-    rep = parse_log(_shapes()[shape].encode())
+    data = _shapes()[shape].encode()
+    assert (kinds.HARD_LOCKUP, True) in events(data)
+    rep = parse_log(data)
     assert rep is not None
     assert (rep.title, rep.kind, rep.stuck_in) == (
         "BUG: hard lockup in tg_unthrottle_up", kinds.HARD_LOCKUP, "tg_unthrottle_up")
