@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 LINE_CAP = 2048
 
 _ESCAPES = re.compile(r"\x1b(?:\[[0-9;?]*+[ -/]*+[@-~]|[()][0-9A-Za-z]|[78=>c])")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]++")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]++")  # not \r: handled apart
 _MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
 _WDAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
 #: ``Nov 30 12:00:01 host kernel: ``, OpenWrt's ``Thu Sep  1 19:19:48 2022 kern.warn kernel: ``,
@@ -42,6 +42,9 @@ _INDENTED = re.compile(r"[ \t]++(?:kernel: ?)?(?=(?:<\d{1,3}>)?\[ {0,12}\d+\.\d+
 _REBOOT_CUT = re.compile(r"(?<=\S)(?=\[ {0,4}0\.000000\](?:\[ *[CT]\d+\])? )")
 
 
+_STAMP_START = frozenset(" 0123456789")
+
+
 def cap(line: str) -> list[str]:
     """``line`` cut into :data:`LINE_CAP` pieces (the remainder treated as new lines)."""
     if len(line) <= LINE_CAP:
@@ -57,16 +60,19 @@ def normalise(line: str) -> str:
     """
     if "\x1b" in line:
         line = _ESCAPES.sub("", line)
+    if not line.isprintable():
+        line = _CONTROL.sub("", line)
     if "\r" in line:
         # A terminal overwrote the line from its start: what was printed last is what counts.
-        parts = [p for p in line.split("\r") if p]
+        parts = [p for p in line.split("\r") if p.strip()]
         line = parts[-1] if parts else ""
-    line = _CONTROL.sub("", line)
     if line[:1] in (" ", "\t"):
         # Pasted into a bug report or a wall message: indentation before the timestamp.
         ind = _INDENTED.match(line)
         if ind is not None:
             line = line[ind.end() :]
+    if line[:1] == "[" and line[1:2] in _STAMP_START:
+        return line  # a printk timestamp: already the kernel's own shape
     m = _SYSLOG.match(line)
     if m is not None:
         if m.group("prog") != "kernel":

@@ -32,7 +32,7 @@ KEEP_BEFORE = 60
 KEEP_AFTER_FIRST = MAX_REPORT_LINES
 KEEP_AFTER_LATER = 400
 #: The most bytes of log kept for parsing; past it the rest of the file is not read.
-MAX_KEPT = 32 << 20
+MAX_KEPT = 8 << 20
 
 _MARKERS = sorted(
     {o.header for o in LINUX_OOPSES}

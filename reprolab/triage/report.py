@@ -145,7 +145,7 @@ def _first_oops(lines: list[str], begin: int = 0,
         line = lines[i]
         if not kernel_seen and (_PRINTK_TIME.match(line) or _BOOT_BANNER.search(line)):
             kernel_seen = True
-        if any(h in line for h in _HEADERS):
+        if _HEADER_RE.search(line):
             if _REBOOT_HEADER in line and not kernel_seen:
                 continue
             for oops in LINUX_OOPSES:
@@ -183,6 +183,8 @@ def _prefer_nearby(lines: list[str], oops: Oops, i: int) -> tuple[Oops, int]:
 
 
 _HEADERS = tuple({o.header for o in LINUX_OOPSES})
+#: One C-level scan per line instead of a Python loop over every header.
+_HEADER_RE = re.compile("|".join(re.escape(h) for h in sorted(_HEADERS, key=len, reverse=True)))
 
 
 @dataclass
@@ -220,7 +222,7 @@ def _find_report(lines: list[str], start: int, context: str, use_questionable: b
         ctx1 = extract_context(line)
         stripped, questionable = _strip_prefix(line, ctx1, use_questionable)
         is_oops_line = i == start
-        if any(h in line for h in _HEADERS):
+        if _HEADER_RE.search(line):
             for oops in LINUX_OOPSES:
                 if not oops.matches(line):
                     continue
@@ -378,6 +380,8 @@ def crash_bt(lines: list[str]) -> list[CrashBacktrace]:
     frames: list[str] = []
     inside = False
     for line in lines:
+        if "#" not in line and "PID:" not in line and "exception RIP" not in line:
+            continue
         h = _BT_HEADER.match(line)
         if h is not None:
             if inside:

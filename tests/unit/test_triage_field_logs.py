@@ -89,7 +89,8 @@ def _shapes() -> dict[str, str]:
         + "\ncrash> bt" + bt,
         "crlf": (console + "crash> bt" + bt).replace("\n", "\r\n"),
         "ipmi-sol-garbage": "\x1b[0m\x1b[2J\x00\x00" + "\n".join(
-            ("\x1b[1;37m" if i % 3 == 0 else "") + ln + ("\x00" if i % 5 == 0 else "") + "\r"
+            ("\x1b[1;37m" if i % 3 == 0 else "") + ln + ("\x00" if i % 5 == 0 else "")
+            + ("\r\x00" if i % 2 else "\r")
             for i, ln in enumerate(lines)) + "\ncrash> bt" + bt,
         "pasted-indented": "\n".join("    " + ln for ln in lines) + "\ncrash> bt" + bt,
         "crash-log-m": "crash> log -m\n" + "\n".join(f"<4>{ln}" for ln in lines)
