@@ -55,7 +55,7 @@ _INFO_SHAPES = tuple(c(p) for p in (
 _BUG_SHAPES = tuple(c(p) for p in (
     r"BUG: (?:KASAN|KMSAN|KCSAN|KFENCE|soft lockup|workqueue|spinlock|rwlock|scheduling while"
     r"|sleeping function|using |unable to handle|Unable to handle|kernel NULL|Kernel NULL"
-    r"|Bad page|Bad rss|non-zero nr_|Dentry |lock held when|bad unlock balance|held lock freed"
+    r"|Bad page|Bad rss|non-zero |Dentry |lock held when|bad unlock balance|held lock freed"
     r"|memory leak|Invalid wait context|stack guard page|[^\n]*?still has locks held!"
     r"|[^\n]*?stack guard page was hit)",
     r"BUG: [a-zA-Z0-9_-]++ \(",                        # slab: "BUG: kmalloc-64 (Tainted: G"

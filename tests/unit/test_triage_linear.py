@@ -139,3 +139,22 @@ def test_big_file_in_bounded_memory(tmp_path: Path) -> None:
             rep.title, rep.kind, rep.cpu)
     # 8x the file, not 8x the memory (a whole read would need > 8x).
     assert peaks[1] < 1.5 * peaks[0], peaks
+
+
+@pytest.mark.parametrize("chunk", [512, 4096, 1 << 20])
+def test_reduced_log_titles_like_the_whole_log(chunk: int, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows around markers, cut at any chunk size, give the whole log's answer."""
+    monkeypatch.setattr(logfile, "CHUNK", chunk)
+    data = Path(__file__).resolve().parents[1] / "data"
+    filler = b"".join(b"[%6d.000000] eth0: link up %d\n" % (i, i) for i in range(3000))
+    for log in sorted((data / "field").glob("*.log")) + sorted((data / "console").glob("*.log")):
+        path = tmp_path / log.name
+        path.write_bytes(filler + log.read_bytes() + filler)
+        whole, reduced = parse_log(path.read_bytes()), logfile.parse_file(path, whole_limit=0)
+        if whole is None:
+            assert reduced is None, log.name
+            continue
+        assert reduced is not None, log.name
+        assert (reduced.title, reduced.kind, reduced.stuck_in, reduced.fatal_title) == (
+            whole.title, whole.kind, whole.stuck_in, whole.fatal_title), log.name
