@@ -43,6 +43,47 @@ _MARKERS = sorted(
 _MARKER_RE = re.compile(b"|".join(re.escape(m.encode()) for m in _MARKERS))
 
 
+#: Short substrings, one of which every marker contains: a few fast bytes.find calls per
+#: chunk find the candidate lines, then the marker regex confirms each one.
+_TRIGGERS = (b"BUG", b"WARNING:", b"INFO:", b"Kernel panic", b"panic:", b"panicked",
+             b"trusty: panic", b"PANIC", b"protection fault", b"Unhandled fault", b"rror:",
+             b"LOCKUP", b"Unable to handle", b"Watchdog CPU:", b"opcode", b"stack segment",
+             b"UBSAN:", b"Booting the kernel", b"unregister_netdevice", b"VFS:",
+             b"Alignment trap", b"SYZF", b"RT throttling", b"Oops", b"Linux version ",
+             b"working init", b"Requested init", b"mount root", b"Failed to execute",
+             b"exception RIP:", b"TASK: ", b"serialport:")
+
+
+class _MarkerScanner:
+    """Marker offsets in one chunk, in order: every trigger's next occurrence is cached, so
+    each trigger's occurrences are found once (linear), and a candidate line is confirmed by
+    the marker regex on that line only. An order of magnitude faster than the regex
+    alternation over the whole chunk."""
+
+    def __init__(self, buf: bytes) -> None:
+        self.buf = buf
+        self.next = [buf.find(t) for t in _TRIGGERS]
+
+    def find(self, pos: int) -> int:
+        buf = self.buf
+        while True:
+            best = -1
+            for k, at in enumerate(self.next):
+                if 0 <= at < pos:
+                    at = self.next[k] = buf.find(_TRIGGERS[k], pos)
+                if at >= 0 and (best < 0 or at < best):
+                    best = at
+            if best < 0:
+                return -1
+            start = max(pos, buf.rfind(b"\n", 0, best) + 1)
+            end = buf.find(b"\n", best)
+            end = len(buf) if end < 0 else end
+            m = _MARKER_RE.search(buf, start, end)
+            if m is not None:
+                return m.start()
+            pos = end + 1
+
+
 def _last_lines(data: bytes, n: int, limit: int) -> bytes:
     """The last ``n`` lines of ``data`` (which ends at a line boundary), at most ``limit``."""
     pos = len(data) - 1 if data.endswith(b"\n") else len(data)
@@ -106,12 +147,14 @@ def reduce_log(fh: BinaryIO) -> bytes:
                 after_lines = 0
             pos = end
             tail = b""
-        for m in _MARKER_RE.finditer(buf, pos):
-            if m.start() < pos:
-                continue
+        scanner = _MarkerScanner(buf)
+        while True:
+            at = scanner.find(pos)
+            if at < 0:
+                break
             if kept >= MAX_KEPT:
                 return b"".join(out)
-            line_start = buf.rfind(b"\n", pos, m.start()) + 1 or pos
+            line_start = buf.rfind(b"\n", pos, at) + 1 or pos
             before = (tail if pos == 0 else b"") + buf[pos:line_start]
             out.append(_last_lines(before, KEEP_BEFORE, KEEP_BEFORE * LINE_BYTES))
             want = KEEP_AFTER_FIRST if first else KEEP_AFTER_LATER

@@ -158,3 +158,8 @@ def test_reduced_log_titles_like_the_whole_log(chunk: int, tmp_path: Path,
         assert reduced is not None, log.name
         assert (reduced.title, reduced.kind, reduced.stuck_in, reduced.fatal_title) == (
             whole.title, whole.kind, whole.stuck_in, whole.fatal_title), log.name
+
+
+def test_every_marker_has_a_trigger() -> None:
+    """The big-file reader finds candidate lines by short triggers: none may be missed."""
+    assert all(any(t.decode() in m for t in logfile._TRIGGERS) for m in logfile._MARKERS)
