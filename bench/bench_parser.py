@@ -153,14 +153,17 @@ def _noisy_throughput(target_mb: int, repeat: int) -> dict[str, Any]:
             "stream_mb_s": round(_stream_throughput(data, 4096, repeat), 1)}
 
 
+#: VmHWM, not ru_maxrss: Linux keeps ru_maxrss across fork and execve, so a child would
+#: report the bench's own peak; VmHWM belongs to the new address space.
 _PEAK_CHILD = (
-    "import resource, sys, time\n"
+    "import sys, time\n"
     "from pathlib import Path\n"
     "from reprolab.triage.logfile import parse_file\n"
     "t = time.perf_counter()\n"
     "rep = parse_file(Path(sys.argv[1]))\n"
     "t = time.perf_counter() - t\n"
-    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, t, rep and rep.title)\n"
+    "hwm = next(ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM:'))\n"
+    "print(hwm, t, rep and rep.title)\n"
 )
 
 
