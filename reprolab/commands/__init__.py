@@ -13,4 +13,7 @@ COMMANDS: list[str] = [
     "image",
     "triage",
     "repro",
+    "list",
+    "results",
+    "cache",
 ]
