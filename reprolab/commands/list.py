@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,10 @@ def register(sub: Any) -> None:
                     "this host or why it would skip.")
     p.add_argument("paths", nargs="*", default=["testcases"], help="test files or directories")
     p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--attempts", type=int, default=None,
+                   help="show the cases as `reprolab run --attempts N` would run them")
+    p.add_argument("--until", choices=["first-hit", "all"], default=None)
+    p.add_argument("--mode", choices=["regression", "reproduce"], default=None)
     p.set_defaults(func=main)
 
 
@@ -134,7 +139,8 @@ def _skip_reason(item: Any) -> str | None:
     return None
 
 
-def collect(paths: list[str]) -> list[CaseInfo]:
+def collect(paths: list[str], options: Sequence[str] = ()) -> list[CaseInfo]:
+    """The cases under ``paths`` as a run with the plugin ``options`` would see them."""
     import pytest
 
     for p in paths:
@@ -143,8 +149,8 @@ def collect(paths: list[str]) -> list[CaseInfo]:
     collector = _Collector()
     sink = io.StringIO()
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        code = pytest.main([*paths, "--collect-only", "-q", "-p", "no:cacheprovider"],
-                           plugins=[collector])
+        code = pytest.main([*paths, "--collect-only", "-q", "-p", "no:cacheprovider",
+                            *options], plugins=[collector])
     if collector.errors:
         raise UserError("cannot collect the test cases: " + "; ".join(collector.errors))
     if int(code) not in (0, 5):  # 5: nothing collected, an empty list is an answer
@@ -160,7 +166,10 @@ def collect(paths: list[str]) -> list[CaseInfo]:
 
 
 def main(args: argparse.Namespace) -> int:
-    infos = collect(list(args.paths))
+    options = [f"--reprolab-{name}={value}" for name, value in
+               (("attempts", args.attempts), ("until", args.until), ("mode", args.mode))
+               if value is not None]
+    infos = collect(list(args.paths), options)
     if args.format == "json":
         sys.stdout.write(json.dumps([i.to_json() for i in infos], indent=2) + "\n")
         return 0
