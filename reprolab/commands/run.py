@@ -37,8 +37,8 @@ def register(sub: Any) -> None:
         p.add_argument(f"--{name}", dest=f"opt_{name.replace('-', '_')}", default=None,
                        help=help_text, **opts)
     p.add_argument("-k", dest="keyword", default=None, help="pytest -k expression")
-    p.add_argument("pytest_args", nargs=argparse.REMAINDER,
-                   help="after --: arguments passed to pytest as they are")
+    p.epilog = "Arguments after -- are passed to pytest as they are."
+    p.set_defaults(pytest_args=[])
     p.set_defaults(func=main)
 
 
@@ -53,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
         argv += ["-k", args.keyword]
     # pytest's short summary repeats the verdicts: the table below is the one summary.
     argv += ["-rN"]
-    argv += [a for a in args.pytest_args if a != "--"]
+    argv += list(args.pytest_args)
     os.environ.setdefault("REPROLAB_RUN_ID", artifacts.name)
     with show_progress():
         code = int(pytest.main(argv, plugins=[_OwnSummary()]))

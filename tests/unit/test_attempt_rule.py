@@ -130,3 +130,12 @@ def test_run_takes_the_plugins_options() -> None:
     run_help = build_parser()._subparsers._group_actions[0].choices["run"].format_help()  # type: ignore[union-attr]
     for name, _kwargs, _help in OPTIONS:
         assert f"--{name}" in run_help
+
+
+def test_run_options_may_follow_the_paths_and_pytest_args_follow_dashes() -> None:
+    from reprolab.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["run", "testcases", "--attempts", "3", "--until", "all"])
+    assert (args.paths, args.opt_attempts, args.opt_until) == (["testcases"], 3, "all")
+    assert args.pytest_args == []

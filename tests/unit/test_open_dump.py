@@ -74,3 +74,11 @@ def test_stock_debug_info_says_how_to_get_it() -> None:
     assert not missing.present
     assert missing.advice == "apt-get install linux-image-0.0.0-none-amd64-dbg"
     assert missing.path == Path("/usr/lib/debug/boot/vmlinux-0.0.0-none-amd64")
+
+
+def test_doctor_says_how_to_get_missing_stock_debug_info() -> None:
+    from reprolab.doctor import debug_info_check
+
+    check = debug_info_check("0.0.0-none-amd64")
+    assert check.status == "warn"
+    assert "get it with: apt-get install linux-image-0.0.0-none-amd64-dbg" in check.detail
