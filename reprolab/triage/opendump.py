@@ -84,7 +84,8 @@ def open_commands(dump: Path, fmt: str, vmlinux: Path | None, release: str | Non
                      "for the stock kernel install linux-image-<release>-dbg)")
     ok, why = crash_support(release, crash_version())
     if ok and vmlinux is not None:
-        commands.append(f"crash {q(str(vmlinux))} {q(str(core))}")
+        # crash reads QEMU's kdump files itself, flattened or not (tested with 8.0.2).
+        commands.append(f"crash {q(str(vmlinux))} {q(str(dump))}")
     notes.append(why)
     return {"commands": commands, "notes": notes}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from reprolab.kernel.debuginfo import find_vmlinux, stock_debug_info
-from reprolab.triage.opendump import crash_support, open_commands
+from reprolab.triage.opendump import crash_support, crash_version, open_commands
 from reprolab.triage.vmcore import elf_build_id
 
 BUILD_ID = "0123456789abcdef0123456789abcdef01234567"
@@ -55,6 +55,9 @@ def test_drgn_for_every_dump_crash_only_where_tested(tmp_path: Path) -> None:
         f"reprolab triage --vmcore {tmp_path / 'vmcore.kdump'} --elf {converted}",
         f"{kdump['commands'][1].split(' ')[0]} -c {converted} -s {vmlinux}"]
     assert not any(c.startswith("crash ") for c in kdump["commands"])
+    if crash_support("6.1.0-57-amd64", crash_version())[0]:
+        old = open_commands(tmp_path / "vmcore.kdump", "kdump-flattened", vmlinux, "6.1.0-57-amd64")
+        assert old["commands"][-1] == f"crash {vmlinux} {tmp_path / 'vmcore.kdump'}"
     nothing = open_commands(core, "elf", None, "6.1.0-57-amd64")
     assert "-s " not in nothing["commands"][0]
     assert any("no vmlinux with this dump's build ID" in n for n in nothing["notes"])
