@@ -55,6 +55,10 @@ def main(args: argparse.Namespace) -> int:
     argv += ["-rN"]
     argv += list(args.pytest_args)
     os.environ.setdefault("REPROLAB_RUN_ID", artifacts.name)
+    if sys.stdout.isatty():
+        # pytest's output then passes through the live display, which would show its
+        # colour codes as text.
+        argv.insert(0, "--color=no")
     with show_progress():
         code = int(pytest.main(argv, plugins=[_OwnSummary()]))
     print_table(artifacts)
