@@ -326,8 +326,11 @@ def _crash_fallback(vmcore: Path, why: UserError) -> dict[str, Any]:
 
 def build_dossier(vmcore: Path, vmlinux: Path | None, *,
                   console_report: CrashReport | None = None,
-                  keep_elf: Path | None = None) -> dict[str, Any]:
+                  keep_elf: Path | None = None, lookup: bool = True) -> dict[str, Any]:
     """The dossier as a dict (what report.json holds). Raises UserError on unusable input.
+
+    Without ``vmlinux`` one with the dump's build ID is looked for (kernel cache, Debian's
+    -dbg files) unless ``lookup`` is off.
 
     kdump-compressed dumps (flattened or not) are first rewritten as a sparse ELF core in a
     temporary directory, removed afterwards unless ``keep_elf`` names where to keep it. The
@@ -335,7 +338,7 @@ def build_dossier(vmcore: Path, vmlinux: Path | None, *,
     """
     from reprolab.triage.opendump import open_commands
 
-    dossier = _build_any(Path(vmcore), vmlinux, console_report, keep_elf)
+    dossier = _build_any(Path(vmcore), vmlinux, console_report, keep_elf, lookup)
     found = dossier.get("vmlinux")
     dossier["open_with"] = open_commands(Path(vmcore), dossier["format"],
                                          Path(found) if found else None,
@@ -344,7 +347,7 @@ def build_dossier(vmcore: Path, vmlinux: Path | None, *,
 
 
 def _build_any(vmcore: Path, vmlinux: Path | None, console_report: CrashReport | None,
-               keep_elf: Path | None) -> dict[str, Any]:
+               keep_elf: Path | None, lookup: bool) -> dict[str, Any]:
     vmcore = Path(vmcore)
     rawdump.check_elf(vmcore)
     fmt = "elf"
@@ -357,15 +360,15 @@ def _build_any(vmcore: Path, vmlinux: Path | None, console_report: CrashReport |
                 rawdump.unflatten(vmcore, plain)
             elf = keep_elf or Path(tmp) / "vmcore.elf"
             kdump.kdump_to_elf(plain, elf)
-            dossier = _build(elf, vmlinux, console_report)
+            dossier = _build(elf, vmlinux, console_report, lookup)
     else:
-        dossier = _build(vmcore, vmlinux, console_report)
+        dossier = _build(vmcore, vmlinux, console_report, lookup)
     dossier["vmcore"], dossier["format"] = str(vmcore), fmt
     return dossier
 
 
 def _build(vmcore: Path, vmlinux: Path | None,
-           console_report: CrashReport | None) -> dict[str, Any]:
+           console_report: CrashReport | None, lookup: bool = True) -> dict[str, Any]:
     try:
         prog = _open(vmcore)
     except UserError as exc:
@@ -381,7 +384,7 @@ def _build(vmcore: Path, vmlinux: Path | None,
     col = _Collector()
     debug = False
     found_by_id = False
-    if vmlinux is None:
+    if vmlinux is None and lookup:
         from reprolab.kernel.debuginfo import find_vmlinux
 
         vmlinux = find_vmlinux(info.get("BUILD-ID"))
@@ -415,9 +418,10 @@ def _build(vmcore: Path, vmlinux: Path | None,
 
 def write_dossier(vmcore: Path, vmlinux: Path | None, out_dir: Path, *,
                   console_report: CrashReport | None = None,
-                  keep_elf: Path | None = None) -> Path:
+                  keep_elf: Path | None = None, lookup: bool = True) -> Path:
     """Write ``report.json`` and ``report.md`` into ``out_dir``; return report.json's path."""
-    dossier = build_dossier(vmcore, vmlinux, console_report=console_report, keep_elf=keep_elf)
+    dossier = build_dossier(vmcore, vmlinux, console_report=console_report, keep_elf=keep_elf,
+                            lookup=lookup)
     out_dir = Path(out_dir)
     path = out_dir / "report.json"
     try:
