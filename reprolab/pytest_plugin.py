@@ -348,6 +348,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.section("reprolab verdicts")
     for row in rows:
         where = f" on {row['host']}" if row.get("host") else ""
+        if row.get("until") == "first-hit" and row.get("stop_rule"):
+            where += f" ({row['stop_rule']})"
         terminalreporter.write_line(
             f"{row['verdict']:<15} {row['hits']}/{row['attempts']:<3} "
             f"{row['title'] or '-'}  [{row['case']}]{where}"
