@@ -15,7 +15,9 @@ from reprolab.errors import UserError
 from reprolab.guest.spec import GuestOptions
 from reprolab.verdict import Expectation
 
-Mode = Literal["regression", "reproduce"]
+#: "explore" is a case without ``expect``: boot, run the body, record what was seen; no
+#: attempt counts as a hit and no kernel outcome fails it (infrastructure errors still do).
+Mode = Literal["regression", "reproduce", "explore"]
 Until = Literal["first-hit", "all"]
 
 MARKER_KEYS = {
@@ -33,7 +35,8 @@ class CaseSpec:
     cmdline: tuple[tuple[str, Any], ...] = ()
     mode: Mode = "regression"
     attempts: int = 1
-    until: Until = "first-hit"
+    #: Attempt counts mean what they say: every attempt runs unless "first-hit" is asked.
+    until: Until = "all"
     boot_timeout: float = 180.0
     #: No console output for this long after boot counts as a silent hang (None: never).
     silence_timeout: float | None = None
@@ -51,16 +54,20 @@ class CaseSpec:
                 f"{where}: unknown reprolab marker argument {unknown[0]!r} "
                 f"(known: {', '.join(sorted(MARKER_KEYS))})"
             )
-        if "expect" not in kwargs:
-            raise UserError(f"{where}: the reprolab marker needs expect={{...}} (what counts "
-                            "as reproduced)")
+        explore = kwargs.get("expect") is None
+        if explore and kwargs.get("mode", "explore") != "explore":
+            raise UserError(f"{where}: mode={kwargs['mode']!r} needs expect={{...}} (what "
+                            "counts as reproduced); without expect the case is an "
+                            "exploration run")
         cmdline = kwargs.get("cmdline") or {}
         if not isinstance(cmdline, Mapping):
             raise UserError(f"{where}: cmdline must be a mapping of parameter to value")
-        mode = kwargs.get("mode", "regression")
-        if mode not in ("regression", "reproduce"):
+        mode = kwargs.get("mode", "explore" if explore else "regression")
+        if mode not in ("regression", "reproduce", "explore"):
             raise UserError(f"{where}: mode must be 'regression' or 'reproduce', got {mode!r}")
-        until = kwargs.get("until", "first-hit")
+        if mode == "explore" and not explore:
+            raise UserError(f"{where}: mode='explore' is for cases without expect")
+        until = kwargs.get("until", "all")
         if until not in ("first-hit", "all"):
             raise UserError(f"{where}: until must be 'first-hit' or 'all', got {until!r}")
         attempts = kwargs.get("attempts", 1)
@@ -74,7 +81,8 @@ class CaseSpec:
             raise UserError(f"{where}: kernel must be a spec string or a mapping")
         return cls(
             name=name,
-            expect=Expectation.from_mapping(kwargs["expect"], where=where),
+            expect=Expectation() if explore else Expectation.from_mapping(kwargs["expect"],
+                                                                          where=where),
             kernel=kernel,
             guest=GuestOptions.from_mapping(kwargs.get("guest"), where=where),
             cmdline=tuple(cmdline.items()),
@@ -90,3 +98,38 @@ class CaseSpec:
     def with_overrides(self, **changes: Any) -> CaseSpec:
         """Command-line options override the case (``--reprolab-attempts`` and friends)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def with_mode(self, mode: str | None) -> CaseSpec:
+        """``--mode`` for cases that have an expectation; an exploration stays one."""
+        if mode is None or self.mode == "explore":
+            return self
+        if mode not in ("regression", "reproduce"):
+            raise UserError(f"--mode must be 'regression' or 'reproduce', got {mode!r}")
+        return replace(self, mode=mode)  # type: ignore[arg-type]
+
+    def with_attempt_rule(self, attempts: int | None, until: str | None) -> CaseSpec:
+        """The command line's attempt count and stop rule applied to the case.
+
+        ``--attempts N`` alone means N attempts, whatever the marker's ``until``: a count
+        given on the command line is never cut short unless ``--until first-hit`` says so.
+        """
+        if until is not None and until not in ("first-hit", "all"):
+            raise UserError(f"--until must be 'first-hit' or 'all', got {until!r}")
+        if attempts is not None and (not isinstance(attempts, int) or attempts < 1):
+            raise UserError(f"--attempts must be a positive integer, got {attempts!r}")
+        if attempts is not None and until is None:
+            until = "all"
+        return self.with_overrides(attempts=attempts, until=until)
+
+    def stops_after(self, hit: bool) -> bool:
+        """Whether an attempt that did (not) hit ends the case's attempts early."""
+        return hit and self.until == "first-hit"
+
+    def stop_rule(self) -> str:
+        """The attempt rule in words, printed before and after a run so 1/1 is not a
+        surprise when 3 attempts were asked."""
+        n = self.attempts
+        if self.until == "first-hit" and n > 1:
+            return f"up to {n} attempts, stopping at the first hit (until=first-hit)"
+        return f"{n} attempt{'s' if n != 1 else ''}, all run (until=all)" if n > 1 else \
+            "1 attempt"

@@ -33,7 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # Everything after "--" goes to pytest as it is (`reprolab run ... -- -x`); splitting it
+    # off first lets options follow the paths (`run testcases --attempts 3`).
+    passthrough: list[str] = []
+    if "--" in words:
+        cut = words.index("--")
+        words, passthrough = words[:cut], words[cut + 1:]
+    args = parser.parse_args(words)
+    if passthrough:
+        if not hasattr(args, "pytest_args"):
+            parser.error(f"arguments after -- are only for `reprolab run`: {passthrough}")
+        args.pytest_args = passthrough
     try:
         return int(args.func(args))
     except UserError as exc:

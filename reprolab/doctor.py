@@ -69,8 +69,8 @@ def run_checks(uri: str, artifacts: Path, *, probe: Callable[[], tuple[bool, str
                         f"{accel.nested or 'unavailable'}: {accel.nested_reason}"))
     try:
         kernel = stock_kernel()
-        checks.append(Check("kernel", "ok", f"stock {kernel.release} "
-                            f"({'with' if kernel.vmlinux else 'no'} debug info)"))
+        checks.append(Check("kernel", "ok", f"stock {kernel.release}"))
+        checks.append(debug_info_check(kernel.release))
     except ReprolabError as exc:
         checks.append(Check("kernel", "fail", str(exc)))
     for label, path in (("disk", artifacts), ("cache", cache_root())):
@@ -82,3 +82,14 @@ def run_checks(uri: str, artifacts: Path, *, probe: Callable[[], tuple[bool, str
         what = "vmcores" if label == "disk" else "kernels and images"
         checks.append(Check(label, status, f"{free:.1f} GiB free for {what} under {path}"))
     return checks
+
+
+def debug_info_check(release: str) -> Check:
+    """Dossiers of stock-kernel dumps need Debian's -dbg vmlinux; say how to get it."""
+    from reprolab.kernel.debuginfo import stock_debug_info
+
+    dbg = stock_debug_info(release)
+    if dbg.present:
+        return Check("debuginfo", "ok", f"stock {release}: {dbg.path}")
+    return Check("debuginfo", "warn", f"stock {release} has none, so stock-kernel dossiers "
+                 f"have unsymbolised stacks; get it with: {dbg.advice}")

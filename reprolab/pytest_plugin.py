@@ -31,6 +31,8 @@ _POOL_KEY = pytest.StashKey[HostPool]()
 #: How long a test waits for a free guest slot on the lab's hosts.
 LEASE_TIMEOUT = 6 * 3600
 _RESULT_KEY = pytest.StashKey[CaseResult]()
+#: Set by a caller (``reprolab run``) that prints the verdicts itself: one summary, not two.
+CALLER_SUMMARY = pytest.StashKey[bool]()
 
 OPTIONS: list[tuple[str, dict[str, Any], str]] = [
     ("uri", {"default": DEFAULT_URI}, "libvirt URI of the host that runs the guests"),
@@ -40,8 +42,8 @@ OPTIONS: list[tuple[str, dict[str, Any], str]] = [
      "(stock, build:...)"),
     ("attempts", {"default": None, "type": int}, "attempts per test case (overrides the "
      "marker)"),
-    ("until", {"default": None, "choices": ["first-hit", "all"]}, "stop at the first hit "
-     "or run all attempts"),
+    ("until", {"default": None, "choices": ["first-hit", "all"]}, "first-hit: stop at the "
+     "first hit; all: run every attempt (the default; --reprolab-attempts alone runs all)"),
     ("mode", {"default": None, "choices": ["regression", "reproduce"]}, "regression: a "
      "hit fails the test; reproduce: a hit passes it"),
     ("hosts", {"default": None}, "share test cases over lab hosts: an ansible inventory or "
@@ -71,8 +73,8 @@ def _opt(config: pytest.Config, name: str) -> Any:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "reprolab(expect, kernel='stock', guest={}, cmdline={}, mode='regression', "
-        "attempts=1, until='first-hit', boot_timeout=180, silence_timeout=None, dump='elf', "
+        "reprolab(expect=None, kernel='stock', guest={}, cmdline={}, mode='regression', "
+        "attempts=1, until='all', boot_timeout=180, silence_timeout=None, dump='elf', "
         "hang_budget=None): a kernel-fault reproduction run on guests under libvirt",
     )
 
@@ -168,11 +170,9 @@ def case_of(item: pytest.Item) -> CaseSpec | None:
     case = CaseSpec.from_marker(item.nodeid, marker.kwargs)
     config = item.config
     attempts = _opt(config, "attempts")
-    return case.with_overrides(
-        attempts=int(attempts) if attempts else None,
-        until=_opt(config, "until"),
-        mode=_opt(config, "mode"),
-    )
+    return case.with_attempt_rule(
+        int(attempts) if attempts else None, _opt(config, "until"),
+    ).with_mode(_opt(config, "mode"))
 
 
 @pytest.fixture
@@ -265,14 +265,17 @@ def _run_case(pyfuncitem: pytest.Function, case: CaseSpec, session: Session) -> 
             else:
                 func(**kwargs)
 
+        message: str | None = None
         try:
             result, body_error = session.run_attempt(case, index, body)
         except UserError as exc:
-            pytest.fail(f"{case.name}: {exc}", pytrace=False)
+            message = f"{case.name}: {exc}"
+        if message is not None:  # outside the except: one line, no chained traceback
+            pytest.fail(message, pytrace=False)
         results.append(result)
         if body_error is not None:
             body_errors.append(body_error)
-        if result.hit and case.until == "first-hit":
+        if case.stops_after(result.hit):
             break
     pyfuncitem.stash[_BODY_ERRORS_KEY] = body_errors
     return CaseResult(case, tuple(results))
@@ -315,9 +318,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Validate every reprolab marker before any guest boots: a typo costs no boot time."""
     for item in items:
         try:
-            case_of(item)
+            case = case_of(item)
+            if case is not None:
+                _check_image(case)
         except UserError as exc:
             raise pytest.UsageError(str(exc)) from None
+
+
+def _check_image(case: CaseSpec) -> None:
+    """A misspelt image recipe is a usage error before any attempt directory exists."""
+    from reprolab.image.recipe import load_recipe
+
+    try:
+        load_recipe(case.guest.image)
+    except UserError as exc:
+        raise UserError(f"{case.name}: {exc}") from None
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -328,11 +343,13 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     root = artifacts_root(config)
     rows = read_results(root)
-    if not rows:
+    if not rows or config.stash.get(CALLER_SUMMARY, False):
         return
     terminalreporter.section("reprolab verdicts")
     for row in rows:
         where = f" on {row['host']}" if row.get("host") else ""
+        if row.get("until") == "first-hit" and row.get("stop_rule"):
+            where += f" ({row['stop_rule']})"
         terminalreporter.write_line(
             f"{row['verdict']:<15} {row['hits']}/{row['attempts']:<3} "
             f"{row['title'] or '-'}  [{row['case']}]{where}"

@@ -6,13 +6,12 @@ tree write one file the main command can print as a table.
 
 from __future__ import annotations
 
+import fcntl
 import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from filelock import FileLock
 
 from reprolab.attempt import AttemptResult
 from reprolab.case import CaseSpec
@@ -42,6 +41,8 @@ class CaseResult:
             return "reproduced"
         if not self.kernel_attempts:
             return "infra-error"
+        if self.case.mode == "explore":
+            return "explored"
         if any(a.outcome is Outcome.OTHER_CRASH for a in self.attempts):
             return "other-crash"
         return "not-reproduced"
@@ -63,6 +64,15 @@ class CaseResult:
     def signatures(self) -> dict[str, int]:
         return dict(Counter(a.signature for a in self.attempts if a.signature))
 
+    @property
+    def stop_note(self) -> str:
+        """How the attempt count came about, so a 1/1 after "--attempts 3" explains itself."""
+        ran, planned = len(self.attempts), self.case.attempts
+        if ran < planned and self.case.until == "first-hit" and self.hits:
+            return (f"stopped at the first hit after {ran} of {planned} attempts "
+                    "(until=first-hit)")
+        return self.case.stop_rule()
+
     def rate(self) -> ReproRate:
         """Repro rate with its 95% interval, over the attempts that tested the kernel."""
         return ReproRate.measure(self.hits, len(self.kernel_attempts))
@@ -83,6 +93,9 @@ class CaseResult:
             "mode": self.case.mode,
             "expect": self.case.expect.describe(),
             "attempts": len(self.attempts),
+            "planned_attempts": self.case.attempts,
+            "until": self.case.until,
+            "stop_rule": self.stop_note,
             "kernel_attempts": n,
             "hits": self.hits,
             "rate": str(rate) if rate is not None else None,
@@ -101,7 +114,9 @@ class CaseResult:
 def append_result(artifacts: Path, result: CaseResult, **extra: Any) -> None:
     artifacts.mkdir(parents=True, exist_ok=True)
     path = artifacts / RESULTS_FILE
-    with FileLock(str(path) + ".lock"), path.open("a") as fh:
+    # flock on the file itself: no .lock file left beside every run's results.
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
         fh.write(json.dumps({**result.to_json(), **extra}) + "\n")
 
 

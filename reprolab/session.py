@@ -31,6 +31,7 @@ from reprolab.guest.handle import Guest
 from reprolab.guest.spec import GuestSpec, merge_cmdline
 from reprolab.kernel.artifacts import KernelArtifacts, stock_kernel
 from reprolab.paths import runtime_root
+from reprolab.progress import Phase, ProgressEvent, emit
 from reprolab.verdict import Observed, Outcome, classify
 from reprolab.virt.connection import DEFAULT_URI, open_connection
 from reprolab.virt.domain import Domain
@@ -60,6 +61,17 @@ def min_free_gib() -> int:
 
 #: Lab hosts that are this machine: their forwarded guest ports are reachable directly.
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _tidy_logs(result: AttemptResult) -> AttemptResult:
+    """console.log as text (raw kept), no duplicate serial.log; never fails the attempt."""
+    from reprolab.consolelog import tidy_attempt_logs
+
+    try:
+        notes = tidy_attempt_logs(result.directory)
+    except OSError as exc:
+        notes = [f"console logs left as they were: {exc}"]
+    return replace(result, notes=(*result.notes, *notes)) if notes else result
 
 
 def _safe(name: str) -> str:
@@ -297,6 +309,7 @@ class Session:
         body that fails because the kernel crashed under it is a kernel result.
         """
         directory = self.attempt_dir(case, index)
+        self._phase(case, index, directory, Phase.BUILDING)
         started = time.monotonic()
         started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
         accel = self.accel.accel
@@ -312,11 +325,20 @@ class Session:
         try:
             kernel = self.kernel(case.kernel, directory)
             image = self.image(case.guest.image, kernel)
+            self._phase(case, index, directory, Phase.BOOTING)
             guest, serial = self.boot(case, directory, kernel, image)
         except InfraError as exc:
             result = replace(infra(exc), started_at=started_at)
             result.write()
+            self._phase(case, index, directory, Phase.DONE, detail=str(result.outcome))
             return result, None
+        except UserError:
+            # Input to fix (a recipe, a patch): nothing ran, so no attempt directory stays.
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+            raise
+        self._watch_events(case, index, guest)
+        self._phase(case, index, directory, Phase.RUNNING, guest)
 
         body_error: BaseException | None = None
         infra_error: InfraError | None = None
@@ -344,8 +366,28 @@ class Session:
             guest.close(keep=False, serial_log=serial, files=self.files)
             result = infra(exc)
         result = replace(result, started_at=started_at)
+        result = _tidy_logs(result)
         result.write()
+        self._phase(case, index, directory, Phase.DONE, guest, detail=str(result.outcome))
         return result, body_error
+
+    @staticmethod
+    def _phase(case: CaseSpec, index: int, directory: Path, phase: Phase,
+               guest: Guest | None = None, detail: str = "") -> None:
+        events = tuple(e.kind for e in guest.events) if guest is not None else ()
+        emit(ProgressEvent(case.name, index, phase, directory, events, detail))
+
+    def _watch_events(self, case: CaseSpec, index: int, guest: Guest) -> None:
+        """Report each new guest event as it is parsed (after the guest's own observer)."""
+        seen = [len(guest.events)]
+
+        def observe(_data: bytes) -> None:
+            if len(guest.events) != seen[0]:
+                seen[0] = len(guest.events)
+                self._phase(case, index, guest.directory, Phase.EVENT, guest,
+                            detail=guest.events[-1].kind)
+
+        guest.console.add_observer(observe)
 
     def _conclude(self, case: CaseSpec, index: int, guest: Guest, kernel: KernelArtifacts,
                   started: float, notes: list[str]) -> AttemptResult:
@@ -359,8 +401,10 @@ class Session:
         vmcore_seconds = None
         dossier = None
         if fatal is not None:
+            self._phase(case, index, guest.directory, Phase.CRASHED, guest, detail=fatal.kind)
             guest.settle()
             if case.dump is not None:
+                self._phase(case, index, guest.directory, Phase.DUMPING, guest)
                 guest.domain.pause()
                 suffix = "elf" if case.dump == "elf" else "kdump"
                 local = guest.directory / f"vmcore.{suffix}"
@@ -372,6 +416,7 @@ class Session:
                     raise InfraError(f"vmcore {target} could not be fetched from "
                                      f"{self.files.host}")
                 vmcore, vmcore_seconds = local, core.seconds
+        self._phase(case, index, guest.directory, Phase.TRIAGING, guest)
         # A kernel built with the guess unwinder marks every frame "?"; without this its
         # titles would name no frame at all.
         report = parse_log(guest.console.log_path.read_bytes(),

@@ -116,7 +116,9 @@ def _in_order(wanted: Sequence[str], seen: Sequence[str]) -> bool:
 
 
 def classify(expect: Expectation, seen: Observed) -> Outcome:
-    if expect.matches(seen):
+    """An empty expectation (an exploration run) never reproduces: a crash it sees is
+    recorded as ``other-crash``, with its title, and nothing is judged."""
+    if not expect.empty and expect.matches(seen):
         return Outcome.REPRODUCED
     if seen.crashed:
         return Outcome.OTHER_CRASH

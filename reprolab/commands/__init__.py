@@ -14,4 +14,7 @@ COMMANDS: list[str] = [
     "triage",
     "repro",
     "match",
+    "list",
+    "results",
+    "cache",
 ]

@@ -51,7 +51,8 @@ def register(sub: Any) -> None:
                    help="replay the bundle in DIR (an attempt dir or its bundle/)")
     p.add_argument("--attempts", type=int, default=None, help="attempts (default: the case's)")
     p.add_argument("--until", choices=["first-hit", "all"], default=None,
-                   help="stop at the first hit or run all attempts (default: the case's)")
+                   help="first-hit: stop at the first hit; all: run every attempt (the "
+                        "default when --attempts is given; otherwise the case's)")
     p.add_argument("--kernel", default=None, help="kernel spec replacing the case's")
     p.add_argument("--patch", type=Path, default=None,
                    help="patch (or series dir) applied on top of the case's kernel source")
@@ -80,7 +81,8 @@ def _plan(args: argparse.Namespace) -> tuple[LoadedCase, Any]:
 
 def main(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from reprolab.commands.live import show_progress
 
     if args.attempts is not None and args.attempts < 1:
         raise UserError("--attempts must be at least 1")
@@ -88,16 +90,16 @@ def main(args: argparse.Namespace) -> int:
     spec = plan.kernel if plan is not None else loaded.kernel_spec()
     spec = override_kernel(spec, kernel=args.kernel, patch=args.patch, config=args.config,
                            fragments=args.fragment)
-    case = loaded.case.with_overrides(kernel=kernel_to_data(spec), attempts=args.attempts,
-                                      until=args.until)
+    case = loaded.case.with_overrides(kernel=kernel_to_data(spec)).with_attempt_rule(
+        args.attempts, args.until)
     if plan is not None and args.attempts is None:
         case = dataclasses.replace(case, attempts=1)
     body = loaded.body()
     artifacts = (args.artifacts or default_artifacts()
                  / f"repro-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     out = Console(file=sys.stdout)
-    out.print(f"[bold]{case.name}[/]: kernel {spec}, {case.attempts} attempt(s), "
-              f"until {case.until}; artifacts {artifacts}")
+    out.print(f"[bold]{case.name}[/]: kernel {spec}, {case.stop_rule()}; "
+              f"artifacts {artifacts}", soft_wrap=True)
     session: Session
     if args.snapshot:
         from reprolab.snapshot import SnapshotSession
@@ -110,18 +112,15 @@ def main(args: argparse.Namespace) -> int:
         with out.status("preparing the kernel and image"):
             kernel = session.kernel(case.kernel, artifacts)
             session.image(case.guest.image, kernel)
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn())
-        with Progress(*columns, console=out, transient=False) as progress:
-            task = progress.add_task("attempts (0 hits)", total=case.attempts)
+        with show_progress():
             for index in range(1, case.attempts + 1):
                 result, body_error = session.run_attempt(case, index, body)
                 results.append(result)
                 hits = sum(r.hit for r in results)
-                progress.update(task, advance=1, description=f"attempts ({hits} hits)")
-                progress.console.print(_line(result, body_error))
-                if result.hit and case.until == "first-hit":
-                    progress.update(task, total=index)
+                # print(), not rich: inside the live display stdout is redirected above it.
+                print(f"{_line(result, body_error)}   [{index}/{case.attempts}, {hits} hits]",
+                      flush=True)
+                if case.stops_after(result.hit):
                     break
     finally:
         session.close()
@@ -149,7 +148,7 @@ def _summary(out: Any, outcome: CaseResult, artifacts: Path) -> int:
         return EXIT_INFRA
     rate = outcome.rate()
     style = "bold green" if outcome.hits else "yellow"
-    out.print(f"[{style}]{outcome.verdict}[/]: rate {rate}")
+    out.print(f"[{style}]{outcome.verdict}[/]: rate {rate}; {outcome.stop_note}")
     first = outcome.time_to_first_hit
     if first is not None:
         out.print(f"time to first hit: {first:.1f} s")

@@ -1,7 +1,10 @@
 """``reprolab run``: the main job — run test cases and print the verdicts as a table.
 
 It is pytest underneath (the test cases are pytest files and the plugin does the work);
-this command only picks the artifact tree and prints what the run concluded.
+this command picks the artifact tree, shows what each case is doing while it runs, and
+prints the run's one verdict summary (the plugin's own summary section is left out). Its
+options are the plugin's ``--reprolab-*`` options without the prefix, generated from the
+same table, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from reprolab.commands.live import show_progress
 from reprolab.paths import default_artifacts, new_run_id
 from reprolab.results import read_results
 
@@ -19,16 +23,22 @@ from reprolab.results import read_results
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "run", help="run test cases (default: testcases/) and print their verdicts")
+    from reprolab.pytest_plugin import OPTIONS
+
     p.add_argument("paths", nargs="*", default=["testcases"], help="test files or directories")
-    p.add_argument("--artifacts", type=Path, default=None,
-                   help="artifact tree (default ./artifacts/run-<time>)")
-    p.add_argument("--uri", default=None, help="libvirt URI (default qemu:///system)")
-    p.add_argument("--kernel", default=None, help="kernel spec overriding every case's")
-    p.add_argument("--attempts", type=int, default=None, help="attempts per case")
-    p.add_argument("--mode", choices=["regression", "reproduce"], default=None)
+    for name, kwargs, help_text in OPTIONS:
+        if name == "artifacts":
+            p.add_argument("--artifacts", type=Path, default=None,
+                           help="artifact tree (default ./artifacts/run-<time>)")
+            continue
+        opts = {k: v for k, v in kwargs.items() if k != "default"}
+        if "action" not in opts and "choices" not in opts:
+            opts["metavar"] = name.replace("-", "_").upper()
+        p.add_argument(f"--{name}", dest=f"opt_{name.replace('-', '_')}", default=None,
+                       help=help_text, **opts)
     p.add_argument("-k", dest="keyword", default=None, help="pytest -k expression")
-    p.add_argument("pytest_args", nargs=argparse.REMAINDER,
-                   help="after --: arguments passed to pytest as they are")
+    p.epilog = "Arguments after -- are passed to pytest as they are."
+    p.set_defaults(pytest_args=[])
     p.set_defaults(func=main)
 
 
@@ -38,17 +48,48 @@ def main(args: argparse.Namespace) -> int:
     artifacts = (args.artifacts or default_artifacts() / new_run_id()).resolve()
     argv = [*args.paths, "-p", "no:cacheprovider", f"--reprolab-artifacts={artifacts}",
             f"--junitxml={artifacts / 'junit.xml'}", "-o", "junit_family=xunit1"]
-    for flag, value in (("uri", args.uri), ("kernel", args.kernel),
-                        ("attempts", args.attempts), ("mode", args.mode)):
-        if value is not None:
-            argv.append(f"--reprolab-{flag}={value}")
+    argv += plugin_args(args)
     if args.keyword:
         argv += ["-k", args.keyword]
-    argv += [a for a in args.pytest_args if a != "--"]
+    # pytest's short summary repeats the verdicts: the table below is the one summary.
+    argv += ["-rN"]
+    argv += list(args.pytest_args)
     os.environ.setdefault("REPROLAB_RUN_ID", artifacts.name)
-    code = int(pytest.main(argv))
+    if sys.stdout.isatty():
+        # pytest's output then passes through the live display, which would show its
+        # colour codes as text.
+        argv.insert(0, "--color=no")
+    with show_progress():
+        code = int(pytest.main(argv, plugins=[_OwnSummary()]))
     print_table(artifacts)
     return code
+
+
+def plugin_args(args: argparse.Namespace) -> list[str]:
+    """The ``--reprolab-*`` arguments for the options given to ``reprolab run``."""
+    from reprolab.pytest_plugin import OPTIONS
+
+    out = []
+    for name, kwargs, _help in OPTIONS:
+        if name == "artifacts":
+            continue
+        value = getattr(args, f"opt_{name.replace('-', '_')}", None)
+        if value is None:
+            continue
+        if kwargs.get("action") == "store_const":
+            out.append(f"--reprolab-{name}")
+        else:
+            out.append(f"--reprolab-{name}={value}")
+    return out
+
+
+class _OwnSummary:
+    """Tells the plugin this command prints the verdict summary itself."""
+
+    def pytest_configure(self, config: Any) -> None:
+        from reprolab.pytest_plugin import CALLER_SUMMARY
+
+        config.stash[CALLER_SUMMARY] = True
 
 
 def print_table(artifacts: Path) -> None:
@@ -56,7 +97,11 @@ def print_table(artifacts: Path) -> None:
     from rich.table import Table
 
     rows = read_results(artifacts)
-    table = Table(title=f"reprolab verdicts ({artifacts})", show_lines=False)
+    if not rows:
+        print(f"no verdicts: no test case ran (artifacts: {artifacts})")
+        return
+    table = Table(title=f"reprolab verdicts ({artifacts})", show_lines=False,
+                  caption=_stop_rules(rows))
     for col in ("test case", "verdict", "title", "attempts", "events", "first hit",
                 "vmcore"):
         table.add_column(col, overflow="fold")
@@ -76,6 +121,13 @@ def print_table(artifacts: Path) -> None:
     # Logs and CI capture are not terminals: rich would squeeze the table into 80 columns.
     width = None if sys.stdout.isatty() else 220
     Console(file=sys.stdout, width=width).print(table)
+
+
+def _stop_rules(rows: list[dict[str, Any]]) -> str | None:
+    """How each case's attempt count came about, when not simply "all N ran"."""
+    notes = [f"{row['case'].split('::')[-1]}: {row['stop_rule']}" for row in rows
+             if row.get("until") == "first-hit" and row.get("stop_rule")]
+    return "; ".join(notes) or ("attempts: all run (until=all)" if rows else None)
 
 
 def _relative(path: str | None, root: Path) -> str:

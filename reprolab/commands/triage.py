@@ -39,6 +39,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--vmcore", type=Path, help="kernel dump to triage (ELF or kdump)")
     parser.add_argument("--vmlinux", type=Path, help="vmlinux with debug info for --vmcore")
     parser.add_argument("--out", type=Path, help="dossier directory (default: next to the dump)")
+    parser.add_argument("--elf", type=Path, default=None,
+                        help="keep the ELF a kdump --vmcore is converted to at ELF (for drgn "
+                        "or crash); without --vmlinux the vmlinux is found by build id in "
+                        "the kernel cache and /usr/lib/debug/boot")
     parser.set_defaults(func=run)
 
 
@@ -63,8 +67,8 @@ def _text(path: Path, rep: CrashReport | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.vmcore is None and args.vmlinux is not None:
-        raise UserError("--vmlinux needs --vmcore")
+    if args.vmcore is None and (args.vmlinux is not None or args.elf is not None):
+        raise UserError("--vmlinux and --elf need --vmcore")
     if args.vmcore is None and not args.logs:
         raise UserError("give console LOG files, or --vmcore DUMP")
     console: CrashReport | None = None
@@ -88,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         from reprolab.triage.vmcore import write_dossier
 
         out = args.out or args.vmcore.with_name(args.vmcore.name + ".triage")
-        path = write_dossier(args.vmcore, args.vmlinux, out, console_report=console)
+        path = write_dossier(args.vmcore, args.vmlinux, out, console_report=console,
+                             keep_elf=args.elf)
         if args.format == "json":
             # One line, like the per-log objects: the output stays JSON Lines.
             sys.stdout.write(json.dumps(json.loads(path.read_text())) + "\n")

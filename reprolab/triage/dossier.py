@@ -22,7 +22,9 @@ def _stack(lines: list[str], frames: list[str], reliable: bool) -> None:
 def render_markdown(d: dict[str, Any]) -> str:
     lines: list[str] = [f"# vmcore dossier: {d.get('osrelease') or 'unknown kernel'}", ""]
     lines.append(f"- dump: `{d.get('vmcore')}`")
-    lines.append(f"- vmlinux: `{d.get('vmlinux')}`" if d.get("vmlinux") else "- vmlinux: none")
+    found = " (found by build id)" if d.get("vmlinux_found_by") else ""
+    lines.append(f"- vmlinux: `{d.get('vmlinux')}`{found}" if d.get("vmlinux")
+                 else "- vmlinux: none")
     if d.get("build_id"):
         lines.append(f"- build id: `{d['build_id']}`")
     if d.get("uptime_s") is not None:
@@ -72,4 +74,8 @@ def render_markdown(d: dict[str, Any]) -> str:
         lines += ["", "## Kernel log (tail)", "", "```"]
         lines.extend(d["dmesg_tail"][-80:])
         lines.append("```")
+    if d.get("open_with"):
+        from reprolab.triage.opendump import render
+
+        lines += render(d["open_with"])
     return "\n".join(lines) + "\n"

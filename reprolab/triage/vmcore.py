@@ -325,12 +325,29 @@ def _crash_fallback(vmcore: Path, why: UserError) -> dict[str, Any]:
 
 
 def build_dossier(vmcore: Path, vmlinux: Path | None, *,
-                  console_report: CrashReport | None = None) -> dict[str, Any]:
+                  console_report: CrashReport | None = None,
+                  keep_elf: Path | None = None, lookup: bool = True) -> dict[str, Any]:
     """The dossier as a dict (what report.json holds). Raises UserError on unusable input.
 
+    Without ``vmlinux`` one with the dump's build ID is looked for (kernel cache, Debian's
+    -dbg files) unless ``lookup`` is off.
+
     kdump-compressed dumps (flattened or not) are first rewritten as a sparse ELF core in a
-    temporary directory, removed afterwards.
+    temporary directory, removed afterwards unless ``keep_elf`` names where to keep it. The
+    dossier ends with the commands that open the dump (``open_with``).
     """
+    from reprolab.triage.opendump import open_commands
+
+    dossier = _build_any(Path(vmcore), vmlinux, console_report, keep_elf, lookup)
+    found = dossier.get("vmlinux")
+    dossier["open_with"] = open_commands(Path(vmcore), dossier["format"],
+                                         Path(found) if found else None,
+                                         dossier.get("osrelease"), converted=keep_elf)
+    return dossier
+
+
+def _build_any(vmcore: Path, vmlinux: Path | None, console_report: CrashReport | None,
+               keep_elf: Path | None, lookup: bool) -> dict[str, Any]:
     vmcore = Path(vmcore)
     rawdump.check_elf(vmcore)
     fmt = "elf"
@@ -341,17 +358,17 @@ def build_dossier(vmcore: Path, vmlinux: Path | None, *,
             if fmt == "kdump-flattened":
                 plain = Path(tmp) / "vmcore.kdump"
                 rawdump.unflatten(vmcore, plain)
-            elf = Path(tmp) / "vmcore.elf"
+            elf = keep_elf or Path(tmp) / "vmcore.elf"
             kdump.kdump_to_elf(plain, elf)
-            dossier = _build(elf, vmlinux, console_report)
+            dossier = _build(elf, vmlinux, console_report, lookup)
     else:
-        dossier = _build(vmcore, vmlinux, console_report)
+        dossier = _build(vmcore, vmlinux, console_report, lookup)
     dossier["vmcore"], dossier["format"] = str(vmcore), fmt
     return dossier
 
 
 def _build(vmcore: Path, vmlinux: Path | None,
-           console_report: CrashReport | None) -> dict[str, Any]:
+           console_report: CrashReport | None, lookup: bool = True) -> dict[str, Any]:
     try:
         prog = _open(vmcore)
     except UserError as exc:
@@ -366,6 +383,12 @@ def _build(vmcore: Path, vmlinux: Path | None,
     info = _vmcoreinfo(prog)
     col = _Collector()
     debug = False
+    found_by_id = False
+    if vmlinux is None and lookup:
+        from reprolab.kernel.debuginfo import find_vmlinux
+
+        vmlinux = find_vmlinux(info.get("BUILD-ID"))
+        found_by_id = vmlinux is not None
     if vmlinux is not None:
         _load_debug_info(prog, Path(vmlinux), info)
         debug = True
@@ -377,6 +400,8 @@ def _build(vmcore: Path, vmlinux: Path | None,
         "build_id": info.get("BUILD-ID"),
         "kernel_offset": info.get("KERNELOFFSET"),
     }
+    if found_by_id:
+        dossier["vmlinux_found_by"] = "build id"
     if not debug:
         dossier["debug_info_note"] = (
             "debug info for this kernel is missing: stacks are guesses from stack memory, "
@@ -392,9 +417,11 @@ def _build(vmcore: Path, vmlinux: Path | None,
 
 
 def write_dossier(vmcore: Path, vmlinux: Path | None, out_dir: Path, *,
-                  console_report: CrashReport | None = None) -> Path:
+                  console_report: CrashReport | None = None,
+                  keep_elf: Path | None = None, lookup: bool = True) -> Path:
     """Write ``report.json`` and ``report.md`` into ``out_dir``; return report.json's path."""
-    dossier = build_dossier(vmcore, vmlinux, console_report=console_report)
+    dossier = build_dossier(vmcore, vmlinux, console_report=console_report, keep_elf=keep_elf,
+                            lookup=lookup)
     out_dir = Path(out_dir)
     path = out_dir / "report.json"
     try:

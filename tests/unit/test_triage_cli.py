@@ -37,7 +37,7 @@ def test_text_format(capsys: pytest.CaptureFixture[str]) -> None:
     [
         (["triage"], "give console LOG files"),
         (["triage", "/nonexistent/console.log"], "cannot read log"),
-        (["triage", "--vmlinux", "/bin/ls"], "--vmlinux needs --vmcore"),
+        (["triage", "--vmlinux", "/bin/ls"], "--vmlinux and --elf need --vmcore"),
         (["triage", "--vmcore", "/etc/hostname"], "is not a vmcore"),
     ],
 )

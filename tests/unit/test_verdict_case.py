@@ -54,7 +54,8 @@ def test_marker_validation() -> None:
     assert (ok.attempts, ok.guest.memory_mib, ok.mode) == (3, 1024, "regression")
     for bad, msg in [
         ({"expect": {"kind": "x"}, "atempts": 3}, "unknown reprolab marker argument 'atempts'"),
-        ({}, "needs expect="),
+        ({"mode": "reproduce"}, "mode='reproduce' needs expect="),
+        ({"expect": {"kind": "x"}, "mode": "explore"}, "for cases without expect"),
         ({"expect": {"kind": "x"}, "mode": "hunt"}, "mode must be"),
         ({"expect": {"kind": "x"}, "attempts": 0}, "attempts must be a positive integer"),
         ({"expect": {"kind": "x"}, "cmdline": ["panic=0"]}, "cmdline must be a mapping"),
