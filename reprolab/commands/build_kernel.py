@@ -8,7 +8,10 @@ for an untestable commit with ``--bisect``, as ``git bisect run`` wants).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +43,26 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C: make's process group is ended and the workspace and any
+    git worktree are removed on the way out, instead of dying with all of that left behind."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     spec = parse_kernel_spec(args.spec)
     try:
-        with console.status(f"kernel {spec}") as status:
+        with _terminate_as_interrupt(), console.status(f"kernel {spec}") as status:
 
             def progress(msg: str) -> None:
                 # A spinner on a terminal; in CI logs, the stages only, not every file.
