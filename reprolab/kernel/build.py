@@ -392,3 +392,19 @@ def _tail(log: Path, say: Progress) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
+
+
+def typical_build_seconds(default: float = 480.0) -> tuple[float, int]:
+    """What a build of this machine usually takes (median of the last cached builds), and
+    from how many builds; ``default`` (a fresh small 6.12 build on 2 cores) when none."""
+    totals: list[tuple[float, float]] = []
+    for meta in kernels_dir().glob("*/meta.json"):
+        try:
+            seconds = float(json.loads(meta.read_text())["seconds"]["total"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        totals.append((meta.stat().st_mtime, seconds))
+    recent = sorted(s for _t, s in sorted(totals)[-5:])
+    if not recent:
+        return default, 0
+    return recent[len(recent) // 2], len(recent)

@@ -163,3 +163,21 @@ def test_signal_stops_the_whole_build_and_leaves_nothing(
     assert (tmp_path / "art" / "build.log").is_file()
     assert list((cache / "build-logs").glob("*.log"))
 
+
+
+def test_build_progress_in_a_log_is_plain_lines_with_an_estimate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reprolab.cli import main
+
+    tree = make_tree(tmp_path / "linux")
+    assert main(["build-kernel", f"build:{tree}+reprolab=no"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"kernel build:{tree}+reprolab=no: estimate ")
+    assert err[0].endswith("(a fresh small build)")
+    assert "kernel: configuring (tinyconfig + 0 fragment(s))" in err
+    assert any(line.startswith("kernel: built 6.12.0-fake in ") for line in err)
+    assert not any("\x1b[" in line for line in err)  # no bar, no colours in a log
+    # The next estimate comes from what this machine took.
+    assert main(["build-kernel", f"build:{tree}+reprolab=no+config=defconfig"]) == 0
+    assert capsys.readouterr().err.splitlines()[0].endswith("(median of 1 earlier build(s))")
