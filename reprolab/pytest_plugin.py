@@ -277,7 +277,8 @@ def _run_case(pyfuncitem: pytest.Function, case: CaseSpec, session: Session) -> 
         if result.hit and case.until == "first-hit":
             break
     pyfuncitem.stash[_BODY_ERRORS_KEY] = body_errors
-    return CaseResult(case, tuple(results))
+    # Dossiers were written while later attempts booted: wait for them before the verdict.
+    return CaseResult(case, tuple(session.settle(r) for r in results))
 
 
 def _record(item: pytest.Function, result: CaseResult, session: Session) -> None:

@@ -123,6 +123,7 @@ def main(args: argparse.Namespace) -> int:
                 if result.hit and case.until == "first-hit":
                     progress.update(task, total=index)
                     break
+        results = [session.settle(r) for r in results]
     finally:
         session.close()
     outcome = CaseResult(case, tuple(results))
