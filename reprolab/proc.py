@@ -135,3 +135,16 @@ def _last_line(path: Path) -> str:
     except OSError:
         return ""
     return lines[-1] if lines else ""
+
+
+def interactive(argv: Sequence[str | os.PathLike[str]]) -> int:
+    """Hand the terminal to ``argv`` (a console, a shell) and return its exit status.
+
+    The one exception to :func:`run`'s own process group and closed stdin: the user types
+    into this command, so it shares the terminal and receives its signals.
+    """
+    args = tuple(os.fspath(a) for a in argv)
+    try:
+        return subprocess.call(args)
+    except FileNotFoundError as exc:
+        raise InfraError(f"{args[0]}: command not found") from exc
