@@ -78,7 +78,9 @@ def main(args: argparse.Namespace) -> int:
                     sys.stdout.write(done.stdout)
                     sys.stderr.write(done.stderr)
                     return int(done.rc)
-                res = guest.console.run(args.command, timeout=3600)
+                # A subshell: an `exit` in CMD must not end the console's shell, whose
+                # status line the harness waits for.
+                res = guest.console.run(f"( {args.command}\n)", timeout=3600)
                 sys.stdout.write(res.output)
                 return res.rc
             from reprolab.proc import interactive
