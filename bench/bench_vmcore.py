@@ -34,13 +34,21 @@ RESULTS = ROOT / "bench" / "results" / "vmcore.json"
 FORMATS = ("kdump-zlib", "elf")
 
 
-def one(session: Session, fmt: str, index: int) -> dict[str, Any]:
+def one(artifacts: Path, fmt: str, index: int) -> dict[str, Any] | None:
+    """One attempt in a session of its own (other helpers restart libvirtd on this machine:
+    an infrastructure error is retried by the caller, not counted)."""
     loaded = load_testcase(str(CASE))
     case = loaded.case.with_dump(fmt)
-    t0 = time.monotonic()
-    result, _ = session.run_attempt(case, index, loaded.body())
-    seconds = time.monotonic() - t0
-    assert result.vmcore is not None, result
+    session = Session(artifacts=artifacts)
+    try:
+        t0 = time.monotonic()
+        result, _ = session.run_attempt(case, index, loaded.body())
+        seconds = time.monotonic() - t0
+    finally:
+        session.close()
+    if result.vmcore is None:
+        print(f"attempt {index} ({fmt}): {result.outcome.value}: {result.error}")
+        return None
     guest_bytes = case.guest.memory_mib << 20
     on_disk = os.stat(result.vmcore).st_blocks * 512
     report = result.directory / "report.json"
@@ -63,16 +71,19 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     attempts: list[dict[str, Any]] = []
+    infra_retries = 0
     with tempfile.TemporaryDirectory(prefix="rl-bench-vmcore-", dir="/var/tmp") as tmp:
-        session = Session(artifacts=Path(tmp))
-        try:
-            index = 0
-            for _ in range(args.rounds):
-                for fmt in FORMATS:
+        index = 0
+        for _ in range(args.rounds):
+            for fmt in FORMATS:
+                for _try in range(4):
                     index += 1
-                    attempts.append(one(session, fmt, index))
-        finally:
-            session.close()
+                    row = one(Path(tmp), fmt, index)
+                    if row is not None:
+                        attempts.append(row)
+                        break
+                    infra_retries += 1
+                    time.sleep(5)
     rows = []
     for fmt in FORMATS:
         mine = [a for a in attempts if a["format"] == fmt]
@@ -110,7 +121,8 @@ def main() -> int:
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "load_note": "machine shared with other helpers' builds and guests; formats alternate "
                      "within one run so sizes and ratios are side by side",
-        "loadavg": os.getloadavg(), "size_ratio": round(ratio, 3), "goal_met": goal,
+        "loadavg": os.getloadavg(), "infra_retries": infra_retries,
+        "size_ratio": round(ratio, 3), "goal_met": goal,
         "rows": rows, "attempts": attempts,
     }, indent=2) + "\n")
     print(f"wrote {RESULTS}")
