@@ -113,8 +113,9 @@ def _communicate(proc: subprocess.Popen[bytes], data: bytes | None, timeout: flo
     return out or b"", err or b""
 
 
-def kill_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-    """End ``proc`` and everything it started: SIGTERM to its group, SIGKILL after ``grace``."""
+def kill_group(proc: subprocess.Popen[bytes], grace: float = 20.0) -> None:
+    """End ``proc`` and everything it started: SIGTERM to its group, SIGKILL after ``grace``
+    (long enough for a reprolab child to unwind: remove its workspace, end its own groups)."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 30.0)):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, sig)

@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,21 +44,6 @@ def register(subparsers: Any) -> None:
                         help="treat build failures as an untestable commit (exit 125)")
     parser.add_argument("--json", action="store_true", help="print the artifacts as JSON")
     parser.set_defaults(func=run)
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C: make's process group is ended and the workspace and any
-    git worktree are removed on the way out, instead of dying with all of that left behind."""
-
-    def handler(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 #: Progress messages from the build, by their first word, and the stage each one starts.
@@ -146,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     spec = parse_kernel_spec(args.spec)
     try:
-        with _terminate_as_interrupt(), _reporter(console, str(spec)) as progress:
+        with _reporter(console, str(spec)) as progress:
             kernel = resolve_kernel(
                 spec, artifacts_dir=args.artifacts, progress=progress, bisecting=args.bisect
             )

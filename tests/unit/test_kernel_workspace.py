@@ -181,3 +181,39 @@ def test_build_progress_in_a_log_is_plain_lines_with_an_estimate(
     # The next estimate comes from what this machine took.
     assert main(["build-kernel", f"build:{tree}+reprolab=no+config=defconfig"]) == 0
     assert capsys.readouterr().err.splitlines()[0].endswith("(median of 1 earlier build(s))")
+
+
+OUTER = """
+import sys
+from reprolab.proc import run
+run([sys.executable, "-m", "reprolab.cli", "build-kernel", sys.argv[1]])
+"""
+
+
+def test_interrupting_a_parent_reaches_the_build_it_runs(tmp_path: Path, cache: Path) -> None:
+    """Ctrl-C of a program that runs `reprolab build-kernel` (a bisection runs its steps so):
+    the parent ends the child's group with SIGTERM, and the child unwinds, ending make's."""
+    seconds = 8000 + os.getpid() % 1000
+    started = tmp_path / "started"
+    tree = _slow_tree(tmp_path / "linux", started, seconds)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", OUTER, f"build:{tree}+reprolab=no"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (started.exists() and len(_sleepers(seconds)) >= 2):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the slow compile never started"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "KeyboardInterrupt" in err
+    deadline = time.monotonic() + 10
+    while _sleepers(seconds) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _sleepers(seconds) == []
+    assert run(["git", "-C", tree, "worktree", "list"]).stdout.count("\n") == 1
+    assert not list((cache / "workspaces").iterdir())
