@@ -11,7 +11,11 @@ Per round, in this order, each from a cold process to its exit (the stock kernel
   (``--vng``, default /var/tmp/speed-vng-venv/bin/vng; skipped with a note when missing).
 
 Goal (issue 15.5): reprolab at most 1.2x bare, so at least 3x faster than virtme-ng.
-The machine is shared with other helpers: ratios are per round, side by side.
+The machine is shared with other helpers: ratios are per round, side by side. libvirt puts
+its guests in the ``machine`` CPU cgroup, which competes with everything else on the host as
+one task: under load a libvirt guest gets a fraction of what a QEMU started by hand gets. So
+that the comparison is of the tools and not of the cgroups, bare QEMU and virtme-ng are run
+in that same cgroup (``--cgroup``, default /sys/fs/cgroup/cpu/machine when it exists).
 Run: ``.venv/bin/python bench/bench_shell.py [--rounds 3]``; writes bench/results/shell.json.
 """
 
@@ -57,7 +61,8 @@ def _bare_initrd(base: Path, workdir: Path) -> Path:
 
 def _timed(argv: list[str], release: str) -> dict[str, Any]:
     # vng runs virtme-run and friends from PATH: its venv's bin must be on it.
-    path = f"{Path(argv[0]).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    tool = next((a for a in argv if a.startswith("/")), argv[0])
+    path = f"{Path(tool).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     start = time.monotonic()
     done = run(argv, check=False, timeout=900, env={"PATH": path})
     seconds = time.monotonic() - start
@@ -70,6 +75,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--vng", default="/var/tmp/speed-vng-venv/bin/vng")
+    parser.add_argument("--cgroup", default="/sys/fs/cgroup/cpu/machine",
+                        help="CPU cgroup for bare QEMU and virtme-ng ('' for none)")
     args = parser.parse_args()
     kernel = stock_kernel()
     image = build_image("minimal", kernel)
@@ -79,15 +86,19 @@ def main() -> int:
             "-smp", "1", "-display", "none", "-serial", "stdio", "-monitor", "none",
             "-no-reboot", "-kernel", str(kernel.image)]
     tools: dict[str, list[str]] = {}
+    procs = Path(args.cgroup) / "cgroup.procs" if args.cgroup else None
+    wrap: list[str] = []
+    if procs is not None and procs.exists():
+        wrap = ["sh", "-c", f'echo $$ > {procs} && exec "$@"', "in-cgroup"]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="rl-bench-shell-", dir="/var/tmp") as tmp:
         initrd = _bare_initrd(image.initrd, Path(tmp))
-        tools["bare QEMU"] = [*qemu, "-initrd", str(initrd), "-append",
+        tools["bare QEMU"] = [*wrap, *qemu, "-initrd", str(initrd), "-append",
                               "console=ttyS0 rdinit=/bench-init panic=-1"]
         tools["reprolab shell"] = [sys.executable, "-m", "reprolab.cli", "shell",
                                    "--artifacts", str(Path(tmp) / "art"), "--exec", "uname -r"]
         if vng:
-            tools["virtme-ng"] = [vng, "-r", str(kernel.image), "--disable-kvm", "--exec",
+            tools["virtme-ng"] = [*wrap, vng, "-r", str(kernel.image), "--disable-kvm", "--exec",
                                   "uname -r"]
         for rnd in range(1, args.rounds + 1):
             for name, argv in tools.items():
@@ -128,7 +139,8 @@ def main() -> int:
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "load_note": "machine shared with other helpers (kernel builds, guests); tools "
                      "interleaved per round, ratios per round side by side",
-        "loadavg": os.getloadavg(), "vng": vng, "summary": summary, "ratios": ratios,
+        "loadavg": os.getloadavg(), "vng": vng, "cgroup": str(procs) if wrap else None,
+        "summary": summary, "ratios": ratios,
         "runs": rows,
     }, indent=2) + "\n")
     print(f"wrote {RESULTS}")

@@ -230,10 +230,16 @@ def _build(
             make = _make_argv(src, obj, work, jobs)
             env = _make_env(work)
             with _stage("config", timings):
-                say(f"configuring ({spec.base_config} + {len(fragments)} fragment(s))")
-                kconfig_mod.configure(
-                    spec, fragments, src=src, obj=obj, make=make, env=env, log=log
-                )
+                if ws is not None and workspace_mod.config_still_valid(ws, key.config,
+                                                                       bool(series)):
+                    say("configuration unchanged since the last build here: kept")
+                else:
+                    if ws is not None:
+                        workspace_mod.forget_config(ws)
+                    say(f"configuring ({spec.base_config} + {len(fragments)} fragment(s))")
+                    kconfig_mod.configure(
+                        spec, fragments, src=src, obj=obj, make=make, env=env, log=log
+                    )
             with _stage("compile", timings), _tail(log, say):
                 _make(make, env, ["bzImage", "modules", "vmlinux"], log)
             release = run([*make, "-s", "kernelrelease"],
@@ -265,6 +271,8 @@ def _build(
             }
             (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
             shutil.move(log, staging / "build.log")
+            if ws is not None:
+                workspace_mod.remember_config(ws, key.config, bool(series))
             _open_up(staging)
             staging.chmod(0o755)
             staging.rename(entry)

@@ -16,6 +16,7 @@ entirely, git worktree registration included, so nothing half-done is reused.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,3 +146,47 @@ def _reset(ws: Workspace, log: Path) -> None:
         run([*ws.pristine, "clean", "-q", "-f", "-d", "-x"], log=log)
         return
     run(["git", "-C", src, "clean", "-q", "-f", "-d", "-x"], log=log)
+
+
+def _config_state(ws: Workspace) -> Path:
+    return ws.root / "configured.json"
+
+
+def config_still_valid(ws: Workspace, config_inputs: str, patched: bool) -> bool:
+    """Whether ``obj/.config`` from the last build here is what configuring would give now.
+
+    Only for a clean git commit after a clean git commit with the same config inputs, when
+    no Kconfig file (nor kconfig itself) changed between the two: then the config targets
+    would write the same .config, and skipping them saves a bisect step tens of seconds.
+    Anything else (patches, uncommitted changes, a tarball) configures as usual.
+    """
+    if ws.source.kind != "git" or patched or ws.source.dirty_diff or not ws.source.commit:
+        return False
+    try:
+        state = json.loads(_config_state(ws).read_text())
+    except (OSError, ValueError):
+        return False
+    if state.get("config") != config_inputs or not state.get("commit"):
+        return False
+    if not (ws.obj / ".config").is_file():
+        return False
+    changed = run(["git", "-C", ws.src, "diff", "--name-only", str(state["commit"]),
+                   ws.source.commit], check=False)
+    if not changed.ok:
+        return False
+    return not any(Path(name).name.startswith("Kconfig") or name.startswith("scripts/kconfig/")
+                   for name in changed.stdout.splitlines())
+
+
+def forget_config(ws: Workspace) -> None:
+    """Before configuring: a build that fails from here on leaves no claim about .config."""
+    _config_state(ws).unlink(missing_ok=True)
+
+
+def remember_config(ws: Workspace, config_inputs: str, patched: bool) -> None:
+    """After a successful build: what ``obj/.config`` was made from."""
+    if ws.source.kind != "git" or patched or ws.source.dirty_diff:
+        forget_config(ws)
+        return
+    _config_state(ws).write_text(json.dumps({"config": config_inputs,
+                                             "commit": ws.source.commit}) + "\n")

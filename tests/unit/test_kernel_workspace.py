@@ -70,6 +70,9 @@ def test_one_workspace_serves_every_commit_of_a_tree(tmp_path: Path, cache: Path
     again = build_kernel(_spec(tree, third), progress=messages.append)
     assert "return 7" in again.image.read_text() and again.key != built.key
     assert any(m.startswith("workspace reused") for m in messages)
+    # No Kconfig file changed and the config inputs are the same: .config is kept.
+    assert "configuration unchanged since the last build here: kept" in messages
+    assert again.config_value("TMPFS") == built.config_value("TMPFS")
     assert leftover.exists()  # the O= directory is the same one
     assert untouched.stat().st_mtime_ns == stamp  # unchanged files are not rewritten
     # Going back past the commit that added a file removes it from the workspace.
@@ -80,6 +83,15 @@ def test_one_workspace_serves_every_commit_of_a_tree(tmp_path: Path, cache: Path
     assert len(worktrees) == 2 and str(workspace / "src") in worktrees[1]
     assert "return 7" in (tree / "init/main.c").read_text()  # the user's checkout is untouched
     assert run(["git", "-C", tree, "rev-parse", "HEAD"]).stdout.strip() == third
+    # A commit that touches a Kconfig file is configured again.
+    with (tree / "Kconfig").open("a") as kconfig:
+        kconfig.write("config EXTRA\n\tbool \"extra\"\n")
+    run(["git", "-C", tree, *GIT, "commit", "-qam", "kconfig"])
+    head = run(["git", "-C", tree, "rev-parse", "HEAD"]).stdout.strip()
+    messages.clear()
+    build_kernel(_spec(tree, head), progress=messages.append)
+    assert not any(m.startswith("configuration unchanged") for m in messages)
+    assert any(m.startswith("configuring") for m in messages)
 
 
 def test_tarball_workspace_goes_back_to_pristine_between_series(
