@@ -66,6 +66,13 @@ def _build(label: str, tree: Path, commit: str, console: Console) -> dict[str, A
 
 
 def main() -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-fresh", action="store_true",
+                        help="workspace steps only (no fresh-tree comparison)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
     console = Console()
     with tempfile.TemporaryDirectory(prefix="rl-bench-bisect-", dir="/var/tmp") as tmp:
         root = Path(tmp)
@@ -90,11 +97,13 @@ def main() -> int:
         fresh = _commit(tree, 3)
         ws = workspace_mod.for_source(compute_key(BuildSpec(source=str(tree), commit=fresh))[1])
         assert ws is not None
-        workspace_mod.drop(ws)
-        rows.append(_build("fresh-tree step (before)", tree, fresh, console))
+        if not args.skip_fresh:
+            workspace_mod.drop(ws)
+            rows.append(_build("fresh-tree step (before)", tree, fresh, console))
         workspace_mod.drop(ws)
     steps = [r["seconds"] for r in rows if r["case"].startswith("workspace step")]
-    before = rows[-1]["seconds"]
+    fresh_rows = [r["seconds"] for r in rows if r["case"].startswith("fresh-tree")]
+    before = fresh_rows[0] if fresh_rows else float("nan")
     table = Table(title="bisect step after a one-commit change (small 6.12 config, 2 cores)")
     for col in ("case", "seconds", "prepare", "config", "compile"):
         table.add_column(col, justify="right")
@@ -107,8 +116,8 @@ def main() -> int:
     console.print(f"workspace step: worst {worst:.1f} s, {before / worst:.1f}x faster than a "
                   f"fresh-tree step ({before:.1f} s); goal <= 45 s: "
                   f"{'met' if worst <= 45 else 'MISSED'}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
         "bench": "bisect_step", "host": platform.node(), "cpus": os.cpu_count(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "load_note": "machine shared with other helpers' builds and guests; the fresh-tree "
@@ -117,7 +126,7 @@ def main() -> int:
         "worst_workspace_step_seconds": worst, "fresh_tree_step_seconds": before,
         "speedup": round(before / worst, 2), "goal_met": worst <= 45, "rows": rows,
     }, indent=2) + "\n")
-    console.print(f"wrote {RESULTS}")
+    console.print(f"wrote {args.out}")
     shutil.rmtree(tree, ignore_errors=True)
     return 0
 
