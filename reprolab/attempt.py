@@ -32,6 +32,11 @@ class AttemptResult:
     notes: tuple[str, ...] = field(default=())
     #: Wall-clock start (ISO 8601, UTC): lines attempts of parallel workers up in time.
     started_at: str = ""
+    #: Lockups and stalls: the function the CPU was stuck in (the title names its caller).
+    stuck_in: str | None = None
+    #: The report that killed the guest when the title is a survivable first report.
+    fatal_title: str | None = None
+    fatal_kind: str | None = None
 
     @property
     def hit(self) -> bool:
@@ -57,6 +62,9 @@ class AttemptResult:
             "notes": list(self.notes),
             "directory": str(self.directory),
             "started_at": self.started_at,
+            "stuck_in": self.stuck_in,
+            "fatal_title": self.fatal_title,
+            "fatal_kind": self.fatal_kind,
         }
 
     def write(self) -> Path:

@@ -13,5 +13,6 @@ COMMANDS: list[str] = [
     "image",
     "triage",
     "repro",
+    "match",
     "shell",
 ]
