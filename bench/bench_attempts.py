@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -43,14 +44,28 @@ def run_mode(mode: str, attempts: int, artifacts: Path) -> dict[str, Any]:
         artifacts=artifacts)
     durations: list[float] = []
     boots: list[float] = []
+    infra_errors: list[str] = []
     hits = 0
     try:
         kernel = session.kernel(case.kernel, artifacts)
         session.image(case.guest.image, kernel)
         start = time.monotonic()
-        for index in range(1, attempts + 1):
+        index = 0
+        while len(durations) < attempts:
+            index += 1
             t0 = time.monotonic()
             result, _ = session.run_attempt(case, index, body)
+            if result.outcome.value == "infra-error":
+                # Other jobs on a shared machine restart libvirtd: not an attempt's cost.
+                infra_errors.append(result.error or "?")
+                if len(infra_errors) > 3 * attempts:
+                    raise SystemExit(f"too many infrastructure errors: {infra_errors[-1]}")
+                session.close()
+                session = (SnapshotSession(artifacts=artifacts) if mode == "snapshot"
+                           else Session(artifacts=artifacts))
+                session.kernel(case.kernel, artifacts)
+                time.sleep(5)
+                continue
             durations.append(time.monotonic() - t0)
             if result.boot_seconds is not None:
                 boots.append(result.boot_seconds)
@@ -68,6 +83,7 @@ def run_mode(mode: str, attempts: int, artifacts: Path) -> dict[str, Any]:
         "median_attempt_seconds": round(statistics.median(durations), 2),
         "median_boot_or_restore_seconds": round(statistics.median(boots), 2) if boots else None,
         "attempt_seconds": [round(d, 2) for d in durations],
+        "infra_errors_retried": len(infra_errors),
     }
 
 
@@ -95,6 +111,9 @@ def main() -> int:
     RESULTS.write_text(json.dumps({
         "bench": "attempts", "case": str(CASE.relative_to(ROOT)), "host": platform.node(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "gain": round(gain, 2),
+        "loadavg": os.getloadavg(),
+        "load_note": "machine shared with other helpers (builds, guests, libvirtd restarts); "
+                     "infrastructure errors are retried and counted, not timed",
         "rows": rows,
     }, indent=2) + "\n")
     print(f"wrote {RESULTS}")

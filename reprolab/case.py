@@ -14,6 +14,7 @@ from typing import Any, Literal
 from reprolab.errors import UserError
 from reprolab.guest.spec import GuestOptions
 from reprolab.verdict import Expectation
+from reprolab.virt.dump import DEFAULT_FORMAT, DUMP_FORMATS
 
 #: "explore" is a case without ``expect``: boot, run the body, record what was seen; no
 #: attempt counts as a hit and no kernel outcome fails it (infrastructure errors still do).
@@ -40,8 +41,8 @@ class CaseSpec:
     boot_timeout: float = 180.0
     #: No console output for this long after boot counts as a silent hang (None: never).
     silence_timeout: float | None = None
-    #: Memory-only dump format; None disables dumps.
-    dump: str | None = "elf"
+    #: Memory-only dump format (compressed by default, see reprolab.virt.dump); None: no dump.
+    dump: str | None = DEFAULT_FORMAT
     #: Seconds a hang may last before the guest's own detectors must have reported it.
     hang_budget: int | None = None
 
@@ -73,9 +74,9 @@ class CaseSpec:
         attempts = kwargs.get("attempts", 1)
         if not isinstance(attempts, int) or attempts < 1:
             raise UserError(f"{where}: attempts must be a positive integer, got {attempts!r}")
-        dump = kwargs.get("dump", "elf")
-        if dump not in (None, "elf", "kdump-zlib"):
-            raise UserError(f"{where}: dump must be 'elf', 'kdump-zlib' or None, got {dump!r}")
+        dump = kwargs.get("dump", DEFAULT_FORMAT)
+        if dump is not None and dump not in DUMP_FORMATS:
+            raise UserError(f"{where}: dump must be 'kdump-zlib', 'elf' or None, got {dump!r}")
         kernel = kwargs.get("kernel", "stock")
         if not isinstance(kernel, str | Mapping):
             raise UserError(f"{where}: kernel must be a spec string or a mapping")
@@ -94,6 +95,14 @@ class CaseSpec:
             dump=dump,
             hang_budget=kwargs.get("hang_budget"),
         )
+
+    def with_dump(self, fmt: str | None) -> CaseSpec:
+        """``--reprolab-dump`` picks the format; a case that takes no dump keeps taking none."""
+        if fmt is None or self.dump is None:
+            return self
+        if fmt not in DUMP_FORMATS:
+            raise UserError(f"dump format must be one of {', '.join(DUMP_FORMATS)}, got {fmt!r}")
+        return replace(self, dump=fmt)
 
     def with_overrides(self, **changes: Any) -> CaseSpec:
         """Command-line options override the case (``--reprolab-attempts`` and friends)."""

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 from reprolab import __version__
 from reprolab.commands import COMMANDS
@@ -31,6 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM unwinds like Ctrl-C. The commands reprolab runs are in process groups of their
+    own (reprolab.proc), so the terminal's SIGINT reaches only reprolab: unwinding is what
+    ends them (a build's make and compilers, a bisection's steps) and removes their work
+    directories and git worktrees; dying on the spot would leave all of that running."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
@@ -45,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, "pytest_args"):
             parser.error(f"arguments after -- are only for `reprolab run`: {passthrough}")
         args.pytest_args = passthrough
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args))
     except UserError as exc:
@@ -56,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("reprolab: interrupted", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,17 @@
 Every external tool (make, git, qemu-img, ssh-keygen, cpio) goes through :func:`run`, so
 argument lists are never assembled into shell strings and every failure carries the command,
 its exit code and the tail of its output.
+
+Each command runs in its own process group, and anything that stops the wait (Ctrl-C, a
+SIGTERM turned into an exception, a timeout) ends the whole group: ``make -j`` killed alone
+leaves its compilers running, which is what a plain ``subprocess.run`` does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -58,27 +64,24 @@ def run(
     full_env = None if env is None else {**os.environ, **env}
     start = time.monotonic()
     data = stdin.encode() if isinstance(stdin, str) else stdin
+    stdin_arg = subprocess.PIPE if data is not None else subprocess.DEVNULL
     try:
         if log is not None:
             log.parent.mkdir(parents=True, exist_ok=True)
             with log.open("ab") as sink:
-                proc = subprocess.run(
-                    args, cwd=cwd, env=full_env, timeout=timeout, input=data,
-                    stdout=sink, stderr=subprocess.STDOUT, check=False,
-                )
+                proc = subprocess.Popen(args, cwd=cwd, env=full_env, stdin=stdin_arg,
+                                        stdout=sink, stderr=subprocess.STDOUT, process_group=0)
+                out_b, err_b = _communicate(proc, data, timeout, args)
             out_b, err_b = b"", b""
         else:
-            proc = subprocess.run(
-                args, cwd=cwd, env=full_env, timeout=timeout, input=data,
-                capture_output=True, check=False,
-            )
-            out_b, err_b = proc.stdout, proc.stderr
+            proc = subprocess.Popen(args, cwd=cwd, env=full_env, stdin=stdin_arg,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    process_group=0)
+            out_b, err_b = _communicate(proc, data, timeout, args)
     except FileNotFoundError as exc:
         raise error(
             f"{args[0]}: command not found (install it or run scripts/bootstrap.sh)"
         ) from exc
-    except subprocess.TimeoutExpired as exc:
-        raise InfraError(f"{' '.join(args[:3])}: timed out after {timeout:.0f} s") from exc
     done = Completed(
         argv=args,
         returncode=proc.returncode,
@@ -97,9 +100,52 @@ def run(
     return done
 
 
+def _communicate(proc: subprocess.Popen[bytes], data: bytes | None, timeout: float | None,
+                 args: tuple[str, ...]) -> tuple[bytes, bytes]:
+    try:
+        out, err = proc.communicate(data, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        kill_group(proc)
+        raise InfraError(f"{' '.join(args[:3])}: timed out after {timeout:.0f} s") from exc
+    except BaseException:
+        kill_group(proc)
+        raise
+    return out or b"", err or b""
+
+
+def kill_group(proc: subprocess.Popen[bytes], grace: float = 20.0) -> None:
+    """End ``proc`` and everything it started: SIGTERM to its group, SIGKILL after ``grace``
+    (long enough for a reprolab child to unwind: remove its workspace, end its own groups)."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 30.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        # The leader is gone; its children may not be (make's compilers outlive a make
+        # that exits on SIGTERM for a moment): the group still answers to its id.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return
+
+
 def _last_line(path: Path) -> str:
     try:
         lines = path.read_text(errors="replace").strip().splitlines()
     except OSError:
         return ""
     return lines[-1] if lines else ""
+
+
+def interactive(argv: Sequence[str | os.PathLike[str]]) -> int:
+    """Hand the terminal to ``argv`` (a console, a shell) and return its exit status.
+
+    The one exception to :func:`run`'s own process group and closed stdin: the user types
+    into this command, so it shares the terminal and receives its signals.
+    """
+    args = tuple(os.fspath(a) for a in argv)
+    try:
+        return subprocess.call(args)
+    except FileNotFoundError as exc:
+        raise InfraError(f"{args[0]}: command not found") from exc

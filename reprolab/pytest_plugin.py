@@ -48,6 +48,8 @@ OPTIONS: list[tuple[str, dict[str, Any], str]] = [
      "hit fails the test; reproduce: a hit passes it"),
     ("hosts", {"default": None}, "share test cases over lab hosts: an ansible inventory or "
      "URIs separated by commas (URI;guests=N); each host runs at most its capacity"),
+    ("dump", {"default": None, "choices": ["kdump-zlib", "elf"]}, "vmcore format for every "
+     "case that takes one: kdump-zlib (compressed, default) or elf (raw, guest-memory sized)"),
     ("keep-guest", {"default": None, "action": "store_const", "const": "true"},
      "leave guests running after each attempt for inspection (the next run reaps them)"),
 ]
@@ -74,7 +76,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "reprolab(expect=None, kernel='stock', guest={}, cmdline={}, mode='regression', "
-        "attempts=1, until='all', boot_timeout=180, silence_timeout=None, dump='elf', "
+        "attempts=1, until='all', boot_timeout=180, silence_timeout=None, dump='kdump-zlib', "
         "hang_budget=None): a kernel-fault reproduction run on guests under libvirt",
     )
 
@@ -172,7 +174,7 @@ def case_of(item: pytest.Item) -> CaseSpec | None:
     attempts = _opt(config, "attempts")
     return case.with_attempt_rule(
         int(attempts) if attempts else None, _opt(config, "until"),
-    ).with_mode(_opt(config, "mode"))
+    ).with_mode(_opt(config, "mode")).with_dump(_opt(config, "dump"))
 
 
 @pytest.fixture
@@ -278,7 +280,8 @@ def _run_case(pyfuncitem: pytest.Function, case: CaseSpec, session: Session) -> 
         if case.stops_after(result.hit):
             break
     pyfuncitem.stash[_BODY_ERRORS_KEY] = body_errors
-    return CaseResult(case, tuple(results))
+    # Dossiers were written while later attempts booted: wait for them before the verdict.
+    return CaseResult(case, tuple(session.settle(r) for r in results))
 
 
 def _record(item: pytest.Function, result: CaseResult, session: Session) -> None:

@@ -17,6 +17,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,6 +101,10 @@ class Session:
         #: Files on the libvirt host: shipped there (qemu+ssh) or used in place (local).
         self.files: HostFiles = host_files(uri, self.run_dir.name)
         self._ssh_key: tuple[Path, Path] | None = None
+        #: Dossiers being written off the attempt's critical path (see :meth:`settle`).
+        self._triage: ThreadPoolExecutor | None = None
+        self._pending: dict[Path, tuple[Future[tuple[Path | None, list[str]]],
+                                        AttemptResult | None]] = {}
 
     # -- shared resources --------------------------------------------------------------------
     @property
@@ -120,6 +125,13 @@ class Session:
         return self._accel
 
     def close(self) -> None:
+        for directory in list(self._pending):
+            unsettled = self._pending[directory][1]
+            if unsettled is not None:
+                self.settle(unsettled)
+        if self._triage is not None:
+            self._triage.shutdown(wait=True)
+            self._triage = None
         if self._conn is not None:
             try:
                 self._conn.close()
@@ -368,6 +380,8 @@ class Session:
         result = replace(result, started_at=started_at)
         result = _tidy_logs(result)
         result.write()
+        if directory in self._pending:
+            self._pending[directory] = (self._pending[directory][0], result)
         self._phase(case, index, directory, Phase.DONE, guest, detail=str(result.outcome))
         return result, body_error
 
@@ -388,6 +402,18 @@ class Session:
                             detail=guest.events[-1].kind)
 
         guest.console.add_observer(observe)
+
+    def settle(self, result: AttemptResult) -> AttemptResult:
+        """The attempt's result once its dossier, written in the background while the next
+        attempt boots, is done: ``dossier`` set (or a note saying why there is none) and
+        result.json rewritten. Call before the verdict; :meth:`close` settles the rest."""
+        pending = self._pending.pop(result.directory, None)
+        if pending is None:
+            return result
+        dossier, notes = pending[0].result()
+        settled = replace(result, dossier=dossier, notes=(*result.notes, *notes))
+        settled.write()
+        return settled
 
     def _conclude(self, case: CaseSpec, index: int, guest: Guest, kernel: KernelArtifacts,
                   started: float, notes: list[str]) -> AttemptResult:
@@ -422,7 +448,7 @@ class Session:
         report = parse_log(guest.console.log_path.read_bytes(),
                            questionable_frames=kernel.config_value("UNWINDER_GUESS") == "y")
         if vmcore is not None:
-            dossier = self._dossier(vmcore, kernel, guest.directory, report, notes)
+            self._dossier_in_background(vmcore, kernel, guest.directory, report)
         seen = Observed(
             crashed=fatal is not None or (report is not None and report.fatal),
             title=report.title if report else (fatal.line if fatal else None),
@@ -459,6 +485,16 @@ class Session:
             fatal_title=report.fatal_title if report else None,
             fatal_kind=report.fatal_kind if report else None,
         )
+
+    def _dossier_in_background(self, vmcore: Path, kernel: KernelArtifacts, directory: Path,
+                               report: Any) -> None:
+        def job() -> tuple[Path | None, list[str]]:
+            notes: list[str] = []
+            return self._dossier(vmcore, kernel, directory, report, notes), notes
+
+        if self._triage is None:
+            self._triage = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dossier")
+        self._pending[directory] = (self._triage.submit(job), None)
 
     def _dossier(self, vmcore: Path, kernel: KernelArtifacts, directory: Path,
                  report: Any, notes: list[str]) -> Path | None:

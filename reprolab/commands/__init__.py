@@ -17,4 +17,5 @@ COMMANDS: list[str] = [
     "list",
     "results",
     "cache",
+    "shell",
 ]

@@ -122,6 +122,7 @@ def main(args: argparse.Namespace) -> int:
                       flush=True)
                 if case.stops_after(result.hit):
                     break
+        results = [session.settle(r) for r in results]
     finally:
         session.close()
     outcome = CaseResult(case, tuple(results))

@@ -62,6 +62,7 @@ def main(args: argparse.Namespace) -> int:
     with show_progress():
         code = int(pytest.main(argv, plugins=[_OwnSummary()]))
     print_table(artifacts)
+    print_skipped(artifacts / "junit.xml")
     return code
 
 
@@ -90,6 +91,28 @@ class _OwnSummary:
         from reprolab.pytest_plugin import CALLER_SUMMARY
 
         config.stash[CALLER_SUMMARY] = True
+def skipped_cases(junit: Path) -> list[tuple[str, str]]:
+    """(test case, what it needs) for every case the run skipped, from pytest's junit XML."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(junit).getroot()
+    except (OSError, ET.ParseError):
+        return []
+    out = []
+    for case in root.iter("testcase"):
+        skipped = case.find("skipped")
+        if skipped is None:
+            continue
+        reason = skipped.get("message") or (skipped.text or "").strip() or "skipped"
+        out.append((case.get("name") or "?", reason.removeprefix("Skipped: ")))
+    return out
+
+
+def print_skipped(junit: Path) -> None:
+    """One line per skipped case saying what it needs, so a skip is never silent."""
+    for name, reason in skipped_cases(junit):
+        print(f"skipped {name}: {reason}")
 
 
 def print_table(artifacts: Path) -> None:

@@ -5,12 +5,16 @@ version), all known before any file is extracted, so a hit costs a hash lookup. 
 lock per key makes parallel runs (xdist workers, two CI jobs on one runner) build once:
 the second waits and then takes the first one's result.
 
-Each build runs out of tree (``O=``) in a private work dir (``src/`` and ``obj/`` side by
-side) that is deleted afterwards; what is kept is bzImage, vmlinux (with debug info),
-System.map, .config, the installed modules (``modroot/lib/modules/<release>``), the build
-log and ``meta.json``, written last as the mark of a complete entry. Recompiles are cheap
-through ccache: ``CCACHE_BASEDIR`` makes paths inside the work dir relative and the kernel's
-build stamps are pinned, so a one-line patch change recompiles one file.
+Each build runs out of tree (``O=``). A git tree or a tarball builds in its persistent
+workspace (:mod:`reprolab.kernel.workspace`: one source tree and one ``O=`` directory reused
+across commits and patch series, so a bisect step after a one-commit change rebuilds only
+what changed); a plain directory is copied into a private work dir deleted afterwards. What
+is kept is bzImage, vmlinux (with debug info), System.map, .config, the installed modules
+(``modroot/lib/modules/<release>``), the build log and ``meta.json``; the entry is filled
+under a temporary name and renamed into place, so the cache never holds a half entry, and a
+failed build leaves only its log (under ``build-logs/``, copied to the artifacts, named in
+the error). Recompiles are cheap through ccache as well: ``CCACHE_BASEDIR`` makes paths
+inside the work dir relative and the kernel's build stamps are pinned.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from reprolab.errors import InfraError, UntestableError, UserError
 from reprolab.kernel import config as kconfig_mod
 from reprolab.kernel import patches as patch_mod
 from reprolab.kernel import source as source_mod
+from reprolab.kernel import workspace as workspace_mod
 from reprolab.kernel.artifacts import KernelArtifacts
 from reprolab.kernel.spec import BuildSpec
 from reprolab.paths import cache_root
@@ -124,25 +129,39 @@ def build_kernel(
     cached = _load(entry)
     if cached is None:
         say(f"waiting for the build lock of {key.name}")
-        with FileLock(str(entry) + ".lock"):
+        with FileLock(str(_locks_dir() / f"{key.name}.lock")):
             cached = _load(entry)
             if cached is None:
                 try:
                     cached = _build(spec, key, source, series, fragments, entry, say, jobs)
                 except UserError as exc:
-                    _keep_log(entry, artifacts_dir)
+                    _keep_log(build_log(key), artifacts_dir)
                     if bisecting and not isinstance(exc, UntestableError):
                         raise UntestableError(f"untestable: {exc}", detail=exc.detail) from exc
                     raise
                 except BaseException:
-                    _keep_log(entry, artifacts_dir)
+                    _keep_log(build_log(key), artifacts_dir)
                     raise
             else:
                 say(f"cache hit (built meanwhile): {entry}")
     else:
         say(f"cache hit: {entry}")
-    _keep_log(entry, artifacts_dir)
+    _keep_log(entry / "build.log", artifacts_dir)
     return cached
+
+
+def _locks_dir() -> Path:
+    path = cache_root() / "locks"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def build_log(key: BuildKey) -> Path:
+    """Where a build writes its log; a finished build moves it into its cache entry, a
+    failed one leaves it here (and the error names it)."""
+    path = cache_root() / "build-logs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path / f"{key.name}.log"
 
 
 def _load(entry: Path) -> KernelArtifacts | None:
@@ -161,8 +180,7 @@ def _load(entry: Path) -> KernelArtifacts | None:
     )
 
 
-def _keep_log(entry: Path, artifacts_dir: Path | None) -> None:
-    log = entry / "build.log"
+def _keep_log(log: Path, artifacts_dir: Path | None) -> None:
     if artifacts_dir is not None and log.exists():
         artifacts_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(log, artifacts_dir / "build.log")
@@ -179,67 +197,102 @@ def _build(
     jobs: int | None,
 ) -> KernelArtifacts:
     if entry.exists():
-        shutil.rmtree(entry)  # a failed or interrupted earlier attempt
-    entry.mkdir(parents=True)
-    entry.chmod(0o755)
-    log = entry / "build.log"
-    work = entry.with_name(entry.name + ".work")
-    shutil.rmtree(work, ignore_errors=True)
-    src, obj = work / "src", work / "obj"
+        shutil.rmtree(entry)  # an entry without meta.json, from an older reprolab
+    staging = entry.with_name(entry.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    log = build_log(key)
+    ws = workspace_mod.for_source(source)
     started = time.monotonic()
     timings: dict[str, float] = {}
     with log.open("w") as sink:
         sink.write(f"reprolab kernel build {key.name}\nspec: {spec}\nkey: {key}\n\n")
-    try:
-        with _stage("prepare", timings):
-            say(f"preparing {source.kind} source {source.location}")
-            source_mod.prepare(source, src, log=log)
-        if series:
-            with _stage("patch", timings):
-                say(f"applying {len(series)} patch(es)")
-                patch_mod.apply(src, series, use_git=source.kind == "git", log=log)
-        make = _make_argv(src, obj, work, jobs)
-        env = _make_env(work)
-        with _stage("config", timings):
-            say(f"configuring ({spec.base_config} + {len(fragments)} fragment(s))")
-            kconfig_mod.configure(
-                spec, fragments, src=src, obj=obj, make=make, env=env, log=log
-            )
-        with _stage("compile", timings), _tail(log, say):
-            _make(make, env, ["bzImage", "modules", "vmlinux"], log)
-        release = run([*make, "-s", "kernelrelease"], env=env).stdout.strip().splitlines()[-1]
-        with _stage("install", timings):
-            say("installing modules")
-            modroot = entry / "modroot"
-            _make(make, env, ["modules_install", f"INSTALL_MOD_PATH={modroot}"], log)
-            moddir = modroot / "lib" / "modules" / release
-            moddir.mkdir(parents=True, exist_ok=True)
-            for link in ("build", "source"):  # they point into the work dir, deleted below
-                (moddir / link).unlink(missing_ok=True)
-            for name, dest in (("arch/x86/boot/bzImage", "bzImage"), ("vmlinux", "vmlinux"),
-                               ("System.map", "System.map"), (".config", "config")):
-                shutil.copyfile(obj / name, entry / dest)
-                (entry / dest).chmod(0o644)
-            _open_up(entry)
-        timings["total"] = time.monotonic() - started
-        meta = {
-            "spec": str(spec),
-            "release": release,
-            "source_id": key.source_id,
-            "patches": list(key.patches),
-            "config_inputs": key.config,
-            "toolchain": key.toolchain,
-            "fragments": [str(f) for f in fragments],
-            "seconds": {k: round(v, 1) for k, v in timings.items()},
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        tmp = entry / "meta.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
-        tmp.rename(entry / "meta.json")
-        say(f"built {release} in {timings['total']:.0f} s: {entry}")
-    finally:
-        source_mod.release(source, src)
-        shutil.rmtree(work, ignore_errors=True)
+    with contextlib.ExitStack() as stack:
+        if ws is not None:
+            stack.enter_context(ws.lock())
+            work = ws.root
+        else:
+            work = entry.with_name(entry.name + ".work")
+            shutil.rmtree(work, ignore_errors=True)
+        src, obj = work / "src", work / "obj"
+        try:
+            with _stage("prepare", timings):
+                if ws is not None:
+                    say(f"preparing the workspace of {source.kind} source {source.location}")
+                    reused = workspace_mod.checkout(ws, log=log)
+                    say(f"workspace {'reused' if reused else 'created'}: {ws.root}")
+                else:
+                    say(f"preparing {source.kind} source {source.location}")
+                    source_mod.prepare(source, src, log=log)
+            if series:
+                with _stage("patch", timings):
+                    say(f"applying {len(series)} patch(es)")
+                    patch_mod.apply(src, series, use_git=source.kind == "git", log=log)
+            make = _make_argv(src, obj, work, jobs)
+            env = _make_env(work)
+            with _stage("config", timings):
+                if ws is not None and workspace_mod.config_still_valid(ws, key.config,
+                                                                       bool(series)):
+                    say("configuration unchanged since the last build here: kept")
+                else:
+                    if ws is not None:
+                        workspace_mod.forget_config(ws)
+                    say(f"configuring ({spec.base_config} + {len(fragments)} fragment(s))")
+                    kconfig_mod.configure(
+                        spec, fragments, src=src, obj=obj, make=make, env=env, log=log
+                    )
+            with _stage("compile", timings), _tail(log, say):
+                _make(make, env, ["bzImage", "modules", "vmlinux"], log)
+            release = run([*make, "-s", "kernelrelease"],
+                          env=env).stdout.strip().splitlines()[-1]
+            with _stage("install", timings):
+                say("installing modules")
+                staging.mkdir(parents=True)
+                modroot = staging / "modroot"
+                _make(make, env, ["modules_install", f"INSTALL_MOD_PATH={modroot}"], log)
+                moddir = modroot / "lib" / "modules" / release
+                moddir.mkdir(parents=True, exist_ok=True)
+                for link in ("build", "source"):  # they point into the work dir
+                    (moddir / link).unlink(missing_ok=True)
+                for name, dest in (("arch/x86/boot/bzImage", "bzImage"), ("vmlinux", "vmlinux"),
+                                   ("System.map", "System.map"), (".config", "config")):
+                    shutil.copyfile(obj / name, staging / dest)
+            timings["total"] = time.monotonic() - started
+            meta = {
+                "spec": str(spec),
+                "release": release,
+                "source_id": key.source_id,
+                "patches": list(key.patches),
+                "config_inputs": key.config,
+                "toolchain": key.toolchain,
+                "fragments": [str(f) for f in fragments],
+                "seconds": {k: round(v, 1) for k, v in timings.items()},
+                "workspace": str(ws.root) if ws is not None else None,
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+            shutil.move(log, staging / "build.log")
+            if ws is not None:
+                workspace_mod.remember_config(ws, key.config, bool(series))
+            _open_up(staging)
+            staging.chmod(0o755)
+            staging.rename(entry)
+            say(f"built {release} in {timings['total']:.0f} s: {entry}")
+        except UserError:
+            # The tree's fault (compiler error, patch, config): the workspace stays usable,
+            # the next build resets it.
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        except BaseException:
+            # Interrupted (SIGINT/SIGTERM) or the infrastructure broke: nothing half-done
+            # is kept, in the cache or in the user's git tree.
+            shutil.rmtree(staging, ignore_errors=True)
+            if ws is not None:
+                workspace_mod.drop(ws)
+            raise
+        finally:
+            if ws is None:
+                source_mod.release(source, src)
+                shutil.rmtree(work, ignore_errors=True)
     loaded = _load(entry)
     assert loaded is not None
     return loaded
@@ -347,3 +400,19 @@ def _tail(log: Path, say: Progress) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
+
+
+def typical_build_seconds(default: float = 480.0) -> tuple[float, int]:
+    """What a build of this machine usually takes (median of the last cached builds), and
+    from how many builds; ``default`` (a fresh small 6.12 build on 2 cores) when none."""
+    totals: list[tuple[float, float]] = []
+    for meta in kernels_dir().glob("*/meta.json"):
+        try:
+            seconds = float(json.loads(meta.read_text())["seconds"]["total"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        totals.append((meta.stat().st_mtime, seconds))
+    recent = sorted(s for _t, s in sorted(totals)[-5:])
+    if not recent:
+        return default, 0
+    return recent[len(recent) // 2], len(recent)

@@ -124,8 +124,11 @@ def test_compiler_error_is_one_line_and_untestable_when_bisecting(
     assert str(info.value).startswith(
         "kernel build failed: init/main.c:1:1: error: expected ; before }"
     )
-    assert "build.log" in str(info.value)
+    assert "build.log" in str(info.value) or "build-logs" in str(info.value)
     assert (tmp_path / "art" / "build.log").is_file()
+    # No cache entry holding only a log and a lock: the log is kept where the error says.
+    assert not list((cache / "kernels").iterdir())
+    assert str(cache / "build-logs" / f"{compute_key(spec)[0].name}.log") in str(info.value)
     with pytest.raises(UntestableError, match=r"^untestable: kernel build failed"):
         build_kernel(spec, bisecting=True)
     assert not (cache / "kernels" / compute_key(spec)[0].name / "meta.json").exists()
@@ -153,8 +156,9 @@ def test_git_tree_at_commit_leaves_the_checkout_alone(tmp_path: Path, fragment: 
         source=str(tree), commit=first[:10], fragments=(fragment,), reprolab_fragments=False))
     assert "return 0" in kernel.image.read_text()
     assert "return 5" in (tree / "init/main.c").read_text()
+    # One worktree besides the user's: the build workspace, reused by the next commit.
     worktrees = run(["git", "-C", tree, "worktree", "list"]).stdout.strip().splitlines()
-    assert len(worktrees) == 1
+    assert len(worktrees) == 2 and "/workspaces/" in worktrees[1]
     # Uncommitted changes are part of what a tree built "as checked out" means.
     (tree / "init/main.c").write_text("int main(void)\n{\n\treturn 6;\n}\n")
     dirty = build_kernel(_spec(tree, fragment))

@@ -68,3 +68,19 @@ def test_overrides_ignore_unset_options() -> None:
     case = CaseSpec.from_marker("t", {"expect": {"kind": "x"}, "attempts": 3})
     assert case.with_overrides(attempts=None, mode="reproduce").attempts == 3
     assert case.with_overrides(attempts=5).attempts == 5
+
+
+def test_dumps_are_compressed_unless_asked_for_raw() -> None:
+    case = CaseSpec.from_marker("t", {"expect": {"kind": "x"}})
+    assert case.dump == "kdump-zlib"
+    assert case.with_dump(None).dump == "kdump-zlib"
+    assert case.with_dump("elf").dump == "elf"
+    raw = CaseSpec.from_marker("t", {"expect": {"kind": "x"}, "dump": "elf"})
+    assert raw.dump == "elf"
+    # --reprolab-dump picks a format; it never turns dumps on for a case that takes none.
+    none = CaseSpec.from_marker("t", {"expect": {"kind": "x"}, "dump": None})
+    assert none.with_dump("elf").dump is None
+    with pytest.raises(UserError, match="dump must be 'kdump-zlib', 'elf' or None"):
+        CaseSpec.from_marker("t", {"expect": {"kind": "x"}, "dump": "lzo"})
+    with pytest.raises(UserError, match="dump format must be one of kdump-zlib, elf"):
+        case.with_dump("snappy")
