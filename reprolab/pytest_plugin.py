@@ -21,6 +21,7 @@ from reprolab.errors import InfraError, UserError
 from reprolab.guest.handle import Guest
 from reprolab.hosts import HostPool, run_state_dir
 from reprolab.paths import default_artifacts, new_run_id
+from reprolab.problems import MarkerError
 from reprolab.results import CaseResult, append_result
 from reprolab.session import Session
 from reprolab.virt.connection import DEFAULT_URI
@@ -165,7 +166,7 @@ def case_of(item: pytest.Item) -> CaseSpec | None:
     if marker.args:
         raise UserError(f"test case {item.nodeid}: the reprolab marker takes keyword "
                         "arguments only")
-    case = CaseSpec.from_marker(item.nodeid, marker.kwargs)
+    case = CaseSpec.from_marker(item.nodeid, marker.kwargs, base_dir=item.path.parent)
     config = item.config
     attempts = _opt(config, "attempts")
     return case.with_overrides(
@@ -312,12 +313,19 @@ def _judge(result: CaseResult) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Validate every reprolab marker before any guest boots: a typo costs no boot time."""
+    """Validate every reprolab marker before any guest boots: a typo costs no boot time.
+
+    All bad keys of all bad markers are reported together, one line each."""
+    problems: list[str] = []
     for item in items:
         try:
             case_of(item)
+        except MarkerError as exc:
+            problems.extend(exc.problems)
         except UserError as exc:
-            raise pytest.UsageError(str(exc)) from None
+            problems.append(str(exc))
+    if problems:
+        raise pytest.UsageError("\n".join(problems))
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

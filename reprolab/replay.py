@@ -184,7 +184,8 @@ def load_testcase(ref: str, *, search: Sequence[Path] = (), path: Path | None = 
         raise UserError(f"{path}::{func_name} {what}")
     func, marker = found[func_name]
     nodeid = f"{ref.partition('::')[0]}::{func_name}"
-    return LoadedCase(nodeid, path, func, marker, CaseSpec.from_marker(nodeid, marker))
+    return LoadedCase(nodeid, path, func, marker, CaseSpec.from_marker(nodeid, marker,
+                                                                  base_dir=path.parent))
 
 
 # --- kernel specs as data -----------------------------------------------------------------

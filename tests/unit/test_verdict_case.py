@@ -53,17 +53,17 @@ def test_marker_validation() -> None:
                                     "guest": {"memory": "1G"}})
     assert (ok.attempts, ok.guest.memory_mib, ok.mode) == (3, 1024, "regression")
     for bad, msg in [
-        ({"expect": {"kind": "x"}, "atempts": 3}, "unknown reprolab marker argument 'atempts'"),
+        ({"expect": {"kind": "panic"}, "atempts": 3}, "unknown reprolab marker argument 'atempts'"),
         ({}, "needs expect="),
-        ({"expect": {"kind": "x"}, "mode": "hunt"}, "mode must be"),
-        ({"expect": {"kind": "x"}, "attempts": 0}, "attempts must be a positive integer"),
-        ({"expect": {"kind": "x"}, "cmdline": ["panic=0"]}, "cmdline must be a mapping"),
+        ({"expect": {"kind": "panic"}, "mode": "hunt"}, "mode must be"),
+        ({"expect": {"kind": "panic"}, "attempts": 0}, "attempts must be a positive integer"),
+        ({"expect": {"kind": "panic"}, "cmdline": ["panic=0"]}, "cmdline must be a mapping"),
     ]:
         with pytest.raises(UserError, match=msg):
             CaseSpec.from_marker("t", bad)
 
 
 def test_overrides_ignore_unset_options() -> None:
-    case = CaseSpec.from_marker("t", {"expect": {"kind": "x"}, "attempts": 3})
+    case = CaseSpec.from_marker("t", {"expect": {"kind": "panic"}, "attempts": 3})
     assert case.with_overrides(attempts=None, mode="reproduce").attempts == 3
     assert case.with_overrides(attempts=5).attempts == 5
