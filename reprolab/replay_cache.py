@@ -239,7 +239,7 @@ def _image(bundle: Bundle, kernel: KernelArtifacts) -> tuple[GuestImage | None, 
 
 
 def _install_image(bundle: Bundle, rec: _Record, initrd_sha: str | None) -> GuestImage:
-    from reprolab.image.build import images_cache
+    from reprolab.image.build import images_cache, restrict
 
     carried = bundle.carried["initrd"]
     if initrd_sha is None or file_hash(carried) != initrd_sha:
@@ -257,9 +257,9 @@ def _install_image(bundle: Bundle, rec: _Record, initrd_sha: str | None) -> Gues
     entry = images_cache() / f"bundle-{initrd_sha.removeprefix('sha256:')[:20]}"
     with FileLock(str(entry) + ".lock"):
         if not (entry / "initrd.img").is_file() or file_hash(entry / "initrd.img") != initrd_sha:
-            entry.mkdir(mode=0o755, exist_ok=True)
+            entry.mkdir(mode=0o700, exist_ok=True)
             shutil.copyfile(carried, entry / "initrd.img")
-            (entry / "initrd.img").chmod(0o644)
+        restrict(entry)  # it holds the guest's SSH host private key
     return GuestImage(
         recipe=str(rec.get("recipe", _NAME)), kind="initramfs", initrd=entry / "initrd.img",
         disk=None, cmdline=tuple(cmdline), ready_marker=str(marker), host_key=host_key,
