@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING, Any
 from reprolab.bundle import Bundle, file_hash, load_bundle, record_original, write_bundle
 from reprolab.case import CaseSpec
 from reprolab.errors import InfraError, ReprolabError, UserError
-from reprolab.kernel.spec import STOCK, BuildSpec, KernelSpec, parse_kernel_spec
+from reprolab.kernel.spec import (
+    DEBIAN_SOURCE,
+    STOCK,
+    BuildSpec,
+    KernelSpec,
+    parse_kernel_spec,
+)
 
 if TYPE_CHECKING:
     from reprolab.guest.handle import Guest
@@ -424,6 +430,17 @@ def replay_kernel(bundle: Bundle, staging: Path) -> KernelSpec:
     return KernelSpec(build=dataclasses.replace(
         spec.build, commit=bundle.commit, patches=series, base_config=config, fragments=(),
         reprolab_fragments=False))
+
+
+def check_rebuild_source(plan: ReplayPlan, *, trust: bool) -> None:
+    """A rebuild runs the named tree's Makefiles as this user: a source outside the Debian
+    packages (a tree or tarball path the bundle merely names, unhashed) needs ``--trust``."""
+    build = plan.kernel.build
+    if build is None or trust or DEBIAN_SOURCE.match(build.source):
+        return
+    raise UserError(f"bundle {plan.bundle.directory}: field 'kernel.source' names "
+                    f"{build.source}, which is not in the bundle nor hashed, and the kernel "
+                    "must be rebuilt from it; check it and rerun with --trust")
 
 
 def _testfile(bundle: Bundle, trust: bool) -> tuple[str, Path | None, str | None]:

@@ -27,6 +27,7 @@ from reprolab.replay import (
     BUNDLE_DIR,
     LoadedCase,
     ReplayPlan,
+    check_rebuild_source,
     check_replayed_cmdline,
     kernel_to_data,
     load_testcase,
@@ -121,12 +122,13 @@ def main(args: argparse.Namespace) -> int:
     session.portable_bundles = args.portable
     exact: Exact | None = None
     if plan is not None and not overridden:
-        exact = find_exact(plan.bundle, lambda msg: out.print(f"replay {msg}"))
+        exact = find_exact(plan.bundle, lambda msg: out.print(f"replay {msg}", markup=False))
         if exact.kernel is not None:
             session.pin_kernel(case.kernel, exact.kernel)
             if exact.image is not None:
                 session.pin_image(case.guest.image, exact.kernel, exact.image)
         else:
+            check_rebuild_source(plan, trust=args.trust)
             out.print(f"[yellow]replay rebuilds the kernel[/]: {exact.how}; building from the "
                       "bundle's .config and patches gives another build ID than the bundle's "
                       f"({exact.recorded_build_id or 'not recorded'})")
@@ -169,7 +171,7 @@ def _compare_replay(out: Any, plan: ReplayPlan, exact: Exact | None, kernel: Ker
     kernel_line = (f"kernel build ID {now}, identical to the bundle's" if same_kernel
                    else f"kernel build ID {now or 'unknown'}, bundle's "
                         f"{recorded or 'not recorded'}")
-    out.print(f"replay {kernel_line}")
+    out.print(f"replay {kernel_line}", markup=False)
     updated = []
     verdicts = []
     for r in results:
@@ -177,7 +179,7 @@ def _compare_replay(out: Any, plan: ReplayPlan, exact: Exact | None, kernel: Ker
         if warning:
             out.print(f"[yellow]warning[/]: {warning}")
         match, line = compare_signature(plan.bundle.original, r.signature)
-        out.print(f"replay #{r.index}: {line}")
+        out.print(f"replay #{r.index}: {line}", markup=False)
         verdicts.append({"attempt": r.index, "signature": r.signature, "matches": match})
         r = dataclasses.replace(r, notes=(*r.notes, f"replay: {kernel_line}", f"replay: {line}"))
         r.write()

@@ -178,3 +178,15 @@ def test_cli_reports_one_line_naming_the_key(bundle: Path, tmp_path: Path,
     assert "field 'config'" in err and len(err.splitlines()) == 1
     assert main(["repro", "tests/x.py", "--trust"]) == EXIT_USER
     assert "--trust only applies to --bundle" in capsys.readouterr().err
+
+
+def test_rebuilding_from_an_unhashed_tree_needs_trust(bundle: Path, tmp_path: Path) -> None:
+    """A rebuild runs the named tree's Makefiles: a tree path a bundle names is not hashed."""
+    from reprolab.replay import check_rebuild_source
+
+    check_rebuild_source(replay_plan(bundle, staging=tmp_path / "s0"), trust=False)
+    _edit(bundle, kernel={"source": str(tmp_path / "evil-tree"), "base_config": "tinyconfig"})
+    plan = replay_plan(bundle, staging=tmp_path / "s1")
+    with pytest.raises(UserError, match=r"field 'kernel\.source' names .*evil-tree.*--trust"):
+        check_rebuild_source(plan, trust=False)
+    check_rebuild_source(plan, trust=True)
