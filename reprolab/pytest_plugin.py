@@ -49,6 +49,8 @@ OPTIONS: list[tuple[str, dict[str, Any], str]] = [
      "URIs separated by commas (URI;guests=N); each host runs at most its capacity"),
     ("keep-guest", {"default": None, "action": "store_const", "const": "true"},
      "leave guests running after each attempt for inspection (the next run reaps them)"),
+    ("portable", {"default": None, "action": "store_const", "const": "true"},
+     "replay bundles carry the kernel, vmlinux and initrd (replayable on another host)"),
 ]
 
 
@@ -117,6 +119,8 @@ def _session(config: pytest.Config, uri: str | None = None) -> Session:
             keep_guest=keep,
             kernel_override=_opt(config, "kernel"),
         )
+        portable = str(_opt(config, "portable") or "").lower() in ("1", "true", "yes")
+        sessions[uri].portable_bundles = portable
         config.stash.setdefault(_SESSION_KEY, sessions[uri])
     return sessions[uri]
 
