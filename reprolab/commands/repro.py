@@ -122,7 +122,8 @@ def main(args: argparse.Namespace) -> int:
     session.portable_bundles = args.portable
     exact: Exact | None = None
     if plan is not None and not overridden:
-        exact = find_exact(plan.bundle, lambda msg: out.print(f"replay {msg}", markup=False))
+        exact = find_exact(plan.bundle, lambda msg: out.print(f"replay {msg}", markup=False,
+                                                              soft_wrap=True))
         if exact.kernel is not None:
             session.pin_kernel(case.kernel, exact.kernel)
             if exact.image is not None:
@@ -131,7 +132,7 @@ def main(args: argparse.Namespace) -> int:
             check_rebuild_source(plan, trust=args.trust)
             out.print(f"[yellow]replay rebuilds the kernel[/]: {exact.how}; building from the "
                       "bundle's .config and patches gives another build ID than the bundle's "
-                      f"({exact.recorded_build_id or 'not recorded'})")
+                      f"({exact.recorded_build_id or 'not recorded'})", soft_wrap=True)
     results: list[AttemptResult] = []
     try:
         with out.status("preparing the kernel and image"):
@@ -171,7 +172,7 @@ def _compare_replay(out: Any, plan: ReplayPlan, exact: Exact | None, kernel: Ker
     kernel_line = (f"kernel build ID {now}, identical to the bundle's" if same_kernel
                    else f"kernel build ID {now or 'unknown'}, bundle's "
                         f"{recorded or 'not recorded'}")
-    out.print(f"replay {kernel_line}", markup=False)
+    out.print(f"replay {kernel_line}", markup=False, soft_wrap=True)
     updated = []
     verdicts = []
     for r in results:
@@ -179,7 +180,7 @@ def _compare_replay(out: Any, plan: ReplayPlan, exact: Exact | None, kernel: Ker
         if warning:
             out.print(f"[yellow]warning[/]: {warning}")
         match, line = compare_signature(plan.bundle.original, r.signature)
-        out.print(f"replay #{r.index}: {line}", markup=False)
+        out.print(f"replay #{r.index}: {line}", markup=False, soft_wrap=True)
         verdicts.append({"attempt": r.index, "signature": r.signature, "matches": match})
         r = dataclasses.replace(r, notes=(*r.notes, f"replay: {kernel_line}", f"replay: {line}"))
         r.write()
