@@ -37,6 +37,7 @@ from reprolab.replay import (
 from reprolab.replay_cache import Exact, find_exact
 from reprolab.results import CaseResult, append_result
 from reprolab.session import Session
+from reprolab.verdict import Outcome
 from reprolab.virt.connection import DEFAULT_URI
 
 EXIT_REPRODUCED = 0
@@ -180,6 +181,8 @@ def _compare_replay(out: Any, plan: ReplayPlan, exact: Exact | None, kernel: Ker
         if warning:
             out.print(f"[yellow]warning[/]: {warning}")
         match, line = compare_signature(plan.bundle.original, r.signature)
+        if r.outcome is Outcome.INFRA_ERROR:
+            match, line = None, "no kernel verdict (infrastructure error): nothing to compare"
         out.print(f"replay #{r.index}: {line}", markup=False, soft_wrap=True)
         verdicts.append({"attempt": r.index, "signature": r.signature, "matches": match})
         r = dataclasses.replace(r, notes=(*r.notes, f"replay: {kernel_line}", f"replay: {line}"))
