@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from reprolab.errors import UserError
 from reprolab.guest.spec import GuestOptions
+from reprolab.kernel.spec import parse_kernel_spec
+from reprolab.problems import Problems
 from reprolab.verdict import Expectation
 from reprolab.virt.dump import DEFAULT_FORMAT, DUMP_FORMATS
 
@@ -47,53 +50,72 @@ class CaseSpec:
     hang_budget: int | None = None
 
     @classmethod
-    def from_marker(cls, name: str, kwargs: Mapping[str, Any]) -> CaseSpec:
+    def from_marker(cls, name: str, kwargs: Mapping[str, Any], *,
+                    base_dir: Path | None = None) -> CaseSpec:
+        """Validate every marker key and build the spec; all problems are reported at once
+        (:class:`MarkerError`, one line each). ``base_dir`` is the test file's directory,
+        against which the kernel spec's relative paths are read."""
         where = f"test case {name}"
-        unknown = sorted(set(kwargs) - MARKER_KEYS)
-        if unknown:
-            raise UserError(
-                f"{where}: unknown reprolab marker argument {unknown[0]!r} "
-                f"(known: {', '.join(sorted(MARKER_KEYS))})"
-            )
+        p = Problems(where)
+        for key in sorted(set(kwargs) - MARKER_KEYS, key=str):
+            p.add(str(key), kwargs[key], f"unknown reprolab marker argument {key!r} "
+                  f"(known: {', '.join(sorted(MARKER_KEYS))})")
         explore = kwargs.get("expect") is None
-        if explore and kwargs.get("mode", "explore") != "explore":
-            raise UserError(f"{where}: mode={kwargs['mode']!r} needs expect={{...}} (what "
-                            "counts as reproduced); without expect the case is an "
-                            "exploration run")
+        expect = Expectation()
+        if not explore:
+            expect = Expectation.from_mapping(kwargs["expect"], where=where, problems=p)
+        elif kwargs.get("mode", "explore") != "explore":
+            p.lines.append(f"{where}: mode={kwargs['mode']!r} needs expect={{...}} (what "
+                           "counts as reproduced); without expect the case is an "
+                           "exploration run")
         cmdline = kwargs.get("cmdline") or {}
         if not isinstance(cmdline, Mapping):
-            raise UserError(f"{where}: cmdline must be a mapping of parameter to value")
+            p.add("cmdline", cmdline, "cmdline must be a mapping of parameter to value")
+            cmdline = {}
         mode = kwargs.get("mode", "explore" if explore else "regression")
         if mode not in ("regression", "reproduce", "explore"):
-            raise UserError(f"{where}: mode must be 'regression' or 'reproduce', got {mode!r}")
-        if mode == "explore" and not explore:
-            raise UserError(f"{where}: mode='explore' is for cases without expect")
+            p.add("mode", mode, "mode must be 'regression' or 'reproduce'")
+        elif mode == "explore" and not explore:
+            p.add("mode", mode, "mode='explore' is for cases without expect")
         until = kwargs.get("until", "all")
         if until not in ("first-hit", "all"):
-            raise UserError(f"{where}: until must be 'first-hit' or 'all', got {until!r}")
+            p.add("until", until, "until must be 'first-hit' or 'all'")
         attempts = kwargs.get("attempts", 1)
-        if not isinstance(attempts, int) or attempts < 1:
-            raise UserError(f"{where}: attempts must be a positive integer, got {attempts!r}")
+        if not _is_int(attempts) or attempts < 1:
+            p.add("attempts", attempts, "attempts must be a positive integer")
         dump = kwargs.get("dump", DEFAULT_FORMAT)
         if dump is not None and dump not in DUMP_FORMATS:
-            raise UserError(f"{where}: dump must be 'kdump-zlib', 'elf' or None, got {dump!r}")
+            p.add("dump", dump, "dump must be 'kdump-zlib', 'elf' or None")
         kernel = kwargs.get("kernel", "stock")
         if not isinstance(kernel, str | Mapping):
-            raise UserError(f"{where}: kernel must be a spec string or a mapping")
+            p.add("kernel", kernel, "kernel must be a spec string or a mapping")
+            kernel = "stock"
+        else:
+            try:
+                parse_kernel_spec(kernel, base_dir=base_dir)
+            except UserError as exc:
+                p.user_error("kernel", kernel, exc)
+        boot_timeout = _seconds(p, kwargs, "boot_timeout", 180.0, optional=False)
+        silence_timeout = _seconds(p, kwargs, "silence_timeout", None, optional=True)
+        hang_budget = kwargs.get("hang_budget")
+        if hang_budget is not None and (not _is_int(hang_budget) or hang_budget < 1):
+            p.add("hang_budget", hang_budget, "hang_budget must be a positive integer "
+                  "(seconds) or None")
+        guest = GuestOptions.from_mapping(kwargs.get("guest"), where=where, problems=p)
+        p.raise_if_any()
         return cls(
             name=name,
-            expect=Expectation() if explore else Expectation.from_mapping(kwargs["expect"],
-                                                                          where=where),
+            expect=expect,
             kernel=kernel,
-            guest=GuestOptions.from_mapping(kwargs.get("guest"), where=where),
+            guest=guest,
             cmdline=tuple(cmdline.items()),
             mode=mode,
             attempts=attempts,
             until=until,
-            boot_timeout=float(kwargs.get("boot_timeout", 180.0)),
-            silence_timeout=kwargs.get("silence_timeout"),
+            boot_timeout=boot_timeout if boot_timeout is not None else 180.0,
+            silence_timeout=silence_timeout,
             dump=dump,
-            hang_budget=kwargs.get("hang_budget"),
+            hang_budget=hang_budget,
         )
 
     def with_dump(self, fmt: str | None) -> CaseSpec:
@@ -142,3 +164,18 @@ class CaseSpec:
             return f"up to {n} attempts, stopping at the first hit (until=first-hit)"
         return f"{n} attempt{'s' if n != 1 else ''}, all run (until=all)" if n > 1 else \
             "1 attempt"
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _seconds(p: Problems, kwargs: Mapping[str, Any], key: str, default: float | None, *,
+             optional: bool) -> float | None:
+    value = kwargs.get(key, default)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        p.add(key, value, f"{key} must be a positive number of seconds"
+              + (" or None" if optional else ""))
+        return default
+    return float(value)

@@ -18,6 +18,13 @@ WATCHDOG_FIRE = "watchdog-fire"
 NO_OUTPUT = "no-output"
 
 
+def event_kinds() -> tuple[str, ...]:
+    """Every kind an event can have: the console parser's and the synthetic ones."""
+    from reprolab.triage.kinds import ALL_KINDS
+
+    return (*ALL_KINDS, PVPANIC, WATCHDOG_FIRE, NO_OUTPUT)
+
+
 @dataclass(frozen=True)
 class GuestEvent:
     kind: str

@@ -21,6 +21,7 @@ from reprolab.errors import InfraError, UserError
 from reprolab.guest.handle import Guest
 from reprolab.hosts import HostPool, run_state_dir
 from reprolab.paths import default_artifacts, new_run_id
+from reprolab.problems import MarkerError
 from reprolab.results import CaseResult, append_result
 from reprolab.session import Session
 from reprolab.virt.connection import DEFAULT_URI
@@ -52,6 +53,8 @@ OPTIONS: list[tuple[str, dict[str, Any], str]] = [
      "case that takes one: kdump-zlib (compressed, default) or elf (raw, guest-memory sized)"),
     ("keep-guest", {"default": None, "action": "store_const", "const": "true"},
      "leave guests running after each attempt for inspection (the next run reaps them)"),
+    ("portable", {"default": None, "action": "store_const", "const": "true"},
+     "replay bundles carry the kernel, vmlinux and initrd (replayable on another host)"),
 ]
 
 
@@ -120,6 +123,8 @@ def _session(config: pytest.Config, uri: str | None = None) -> Session:
             keep_guest=keep,
             kernel_override=_opt(config, "kernel"),
         )
+        portable = str(_opt(config, "portable") or "").lower() in ("1", "true", "yes")
+        sessions[uri].portable_bundles = portable
         config.stash.setdefault(_SESSION_KEY, sessions[uri])
     return sessions[uri]
 
@@ -169,7 +174,7 @@ def case_of(item: pytest.Item) -> CaseSpec | None:
     if marker.args:
         raise UserError(f"test case {item.nodeid}: the reprolab marker takes keyword "
                         "arguments only")
-    case = CaseSpec.from_marker(item.nodeid, marker.kwargs)
+    case = CaseSpec.from_marker(item.nodeid, marker.kwargs, base_dir=item.path.parent)
     config = item.config
     attempts = _opt(config, "attempts")
     return case.with_attempt_rule(
@@ -318,14 +323,21 @@ def _judge(result: CaseResult) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Validate every reprolab marker before any guest boots: a typo costs no boot time."""
+    """Validate every reprolab marker before any guest boots: a typo costs no boot time.
+
+    All bad keys of all bad markers are reported together, one line each."""
+    problems: list[str] = []
     for item in items:
         try:
             case = case_of(item)
             if case is not None:
                 _check_image(case)
+        except MarkerError as exc:
+            problems.extend(exc.problems)
         except UserError as exc:
-            raise pytest.UsageError(str(exc)) from None
+            problems.append(str(exc))
+    if problems:
+        raise pytest.UsageError("\n".join(problems))
 
 
 def _check_image(case: CaseSpec) -> None:

@@ -21,6 +21,7 @@ import inspect
 import json
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,10 +29,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from reprolab.bundle import PATCH_DIR, Bundle, load_bundle, write_bundle
+from reprolab.bundle import Bundle, file_hash, load_bundle, record_original, write_bundle
 from reprolab.case import CaseSpec
 from reprolab.errors import InfraError, ReprolabError, UserError
-from reprolab.kernel.spec import STOCK, BuildSpec, KernelSpec, parse_kernel_spec
+from reprolab.kernel.spec import (
+    DEBIAN_SOURCE,
+    STOCK,
+    BuildSpec,
+    KernelSpec,
+    parse_kernel_spec,
+)
 
 if TYPE_CHECKING:
     from reprolab.guest.handle import Guest
@@ -143,16 +150,27 @@ def _reprolab_marker(module: ModuleType, func: Any) -> Mapping[str, Any] | None:
     return None
 
 
-def load_testcase(ref: str, *, search: Sequence[Path] = ()) -> LoadedCase:
-    """Load ``FILE[::test_name]`` (relative to the cwd, else to each of ``search``).
-
-    Without ``::test_name`` the file must hold exactly one reprolab test function.
-    """
-    rel, func_name = split_nodeid(ref)
+def locate_testcase(ref: str, *, search: Sequence[Path] = ()) -> Path:
+    """The file ``FILE[::test_name]`` names (relative to the cwd, else to each of ``search``),
+    found without importing it."""
+    rel, _ = split_nodeid(ref)
     candidates = [rel, *(base / rel for base in search)] if not rel.is_absolute() else [rel]
     path = next((p.resolve() for p in candidates if p.is_file()), None)
     if path is None:
         raise UserError(f"test case file {rel} does not exist")
+    return path
+
+
+def load_testcase(ref: str, *, search: Sequence[Path] = (), path: Path | None = None
+                  ) -> LoadedCase:
+    """Load ``FILE[::test_name]`` (relative to the cwd, else to each of ``search``).
+
+    Without ``::test_name`` the file must hold exactly one reprolab test function. ``path``
+    imports that file instead of looking ``FILE`` up (a replay's verified copy).
+    """
+    rel, func_name = split_nodeid(ref)
+    if path is None:
+        path = locate_testcase(ref, search=search)
     module = _import(path)
     found: dict[str, tuple[Any, Mapping[str, Any]]] = {}
     for name, obj in vars(module).items():
@@ -172,7 +190,8 @@ def load_testcase(ref: str, *, search: Sequence[Path] = ()) -> LoadedCase:
         raise UserError(f"{path}::{func_name} {what}")
     func, marker = found[func_name]
     nodeid = f"{ref.partition('::')[0]}::{func_name}"
-    return LoadedCase(nodeid, path, func, marker, CaseSpec.from_marker(nodeid, marker))
+    return LoadedCase(nodeid, path, func, marker, CaseSpec.from_marker(nodeid, marker,
+                                                                  base_dir=path.parent))
 
 
 # --- kernel specs as data -----------------------------------------------------------------
@@ -276,13 +295,18 @@ def write_attempt_bundle(
     image: GuestImage,
     cmdline: str,
     domain_xml: str,
+    portable: bool = False,
 ) -> Bundle:
     """Write the attempt's bundle under ``directory/bundle``.
 
     The commit is the one actually built (read from the build's own record, so a tree
     built "as checked out" is pinned to its HEAD); uncommitted changes in such a tree are
-    not carried and are flagged in the options.
+    not carried and are flagged in the options. The kernel and initrd are named by cache
+    key, content hash and build ID (see :mod:`reprolab.replay_cache`); ``portable`` copies
+    them in as well.
     """
+    from reprolab.replay_cache import artifacts_record, carry_files
+
     spec = kernel_spec if isinstance(kernel_spec, KernelSpec) else parse_kernel_spec(kernel_spec)
     data = kernel_to_data(spec)
     commit = spec.build.commit if spec.build is not None else None
@@ -299,8 +323,11 @@ def write_attempt_bundle(
 
         patches = [p.path for p in collect(spec.build.patches)]
     path = Path(case.name.partition("::")[0])
+    testfile = None
     if path.is_file():
-        options["testfile"] = str(path.resolve())
+        testfile = path.resolve()
+        options["testfile"] = str(testfile)
+        options["testfile_hash"] = file_hash(testfile)
     return write_bundle(
         directory / BUNDLE_DIR,
         testcase=case.name,
@@ -314,6 +341,9 @@ def write_attempt_bundle(
         scenario=_case_data(case),
         seed=None,
         options=options,
+        testfile=testfile,
+        artifacts=artifacts_record(kernel, image),
+        carry=carry_files(kernel, image) if portable else None,
     )
 
 
@@ -327,6 +357,19 @@ def write_attempt_bundle_safely(directory: Path, **kwargs: Any) -> Bundle | None
         return None
 
 
+def record_attempt_verdict(directory: Path, verdict: Mapping[str, Any]) -> None:
+    """Put the attempt's verdict into its bundle (if it has one) for replays to compare with;
+    failing to loses the comparison, never the attempt."""
+    bundle = directory / BUNDLE_DIR
+    if not (bundle / "bundle.json").is_file():
+        return
+    try:
+        record_original(bundle, {k: verdict.get(k) for k in
+                                 ("outcome", "title", "kind", "signature")})
+    except (OSError, ValueError) as exc:
+        log.warning("verdict not recorded in %s: %s", bundle, exc)
+
+
 @dataclass(frozen=True)
 class ReplayPlan:
     """What a bundle says to run again: the case, its kernel, and where they came from."""
@@ -336,37 +379,114 @@ class ReplayPlan:
     kernel: KernelSpec
 
 
-def replay_kernel(bundle: Bundle) -> KernelSpec:
-    """The bundle's kernel, built from the bundled copies of .config and patches.
+def stage_inputs(bundle: Bundle, staging: Path) -> tuple[Path | None, Path | None]:
+    """Copy the bundle's verified .config and patches to ``staging`` (a directory of the
+    replay's own) and check the copies again: the build then reads exactly the manifest's
+    list, in order, whatever else the bundle directory holds or comes to hold.
+
+    Returns (config, patch series directory), each None when the bundle has none.
+    """
+    staging.mkdir(parents=True, exist_ok=True)
+    config = None
+    if bundle.config is not None:
+        config = staging / "config"
+        shutil.copyfile(bundle.config, config)
+        if file_hash(config) != bundle.config_hash:
+            raise UserError(f"bundle {bundle.directory}: field 'config_hash' does not match "
+                            "config (changed while being read)")
+    series = None
+    if bundle.patches:
+        series = staging / "patches"
+        shutil.rmtree(series, ignore_errors=True)
+        series.mkdir()
+        names = []
+        for index, (patch, expected) in enumerate(
+                zip(bundle.patches, bundle.patch_hashes, strict=True), start=1):
+            name = f"{index:04d}.patch"
+            shutil.copyfile(patch, series / name)
+            if file_hash(series / name) != expected:
+                raise UserError(f"bundle {bundle.directory}: field 'patch_hashes' does not "
+                                f"match {patch.name} (changed while being read)")
+            names.append(name)
+        (series / "series").write_text("".join(f"{n}\n" for n in names))
+    return config, series
+
+
+def replay_kernel(bundle: Bundle, staging: Path) -> KernelSpec:
+    """The bundle's kernel, to build from the bundled copies of .config and patches.
 
     The bundled .config is the final one, so it becomes the base config and no fragment is
     merged on top: the replay builds exactly what ran, not what today's fragments would say.
+    Only the source and commit are taken from the kernel spec: its paths (fragments, a base
+    config file, patches) are the original host's and are not in the manifest's hashed list.
     """
     spec = kernel_from_data(bundle.kernel)
     if spec.build is None:
         return STOCK
-    changes: dict[str, Any] = {"commit": bundle.commit}
-    if bundle.patches:
-        changes["patches"] = bundle.directory / PATCH_DIR
-    if bundle.config is not None:
-        changes.update(base_config=bundle.config, fragments=(), reprolab_fragments=False)
-    return KernelSpec(build=dataclasses.replace(spec.build, **changes))
+    config, series = stage_inputs(bundle, staging)
+    if config is None:
+        raise UserError(f"bundle {bundle.directory}: field 'config' is null; a built kernel "
+                        "cannot be rebuilt without its .config")
+    return KernelSpec(build=dataclasses.replace(
+        spec.build, commit=bundle.commit, patches=series, base_config=config, fragments=(),
+        reprolab_fragments=False))
 
 
-def replay_plan(directory: Path) -> ReplayPlan:
-    """Load a bundle (an attempt dir or its ``bundle/``) and the test case it names."""
+def check_rebuild_source(plan: ReplayPlan, *, trust: bool) -> None:
+    """A rebuild runs the named tree's Makefiles as this user: a source outside the Debian
+    packages (a tree or tarball path the bundle merely names, unhashed) needs ``--trust``."""
+    build = plan.kernel.build
+    if build is None or trust or DEBIAN_SOURCE.match(build.source):
+        return
+    raise UserError(f"bundle {plan.bundle.directory}: field 'kernel.source' names "
+                    f"{build.source}, which is not in the bundle nor hashed, and the kernel "
+                    "must be rebuilt from it; check it and rerun with --trust")
+
+
+def _testfile(bundle: Bundle, trust: bool) -> tuple[str, Path | None, str | None]:
+    """The test reference to load, the verified file to import (None: look it up), and a
+    note saying where it came from.
+
+    A test file is Python and runs on import, so only a file whose sha256 is the one the
+    bundle recorded is imported: the original (when it still matches, so helpers next to it
+    import too) or the bundle's own copy. Anything else needs ``--trust``.
+    """
+    func = bundle.testcase.partition("::")[2]
+    ref = bundle.testcase
+    original = bundle.options.get("testfile")
+    if original is not None and not isinstance(original, str):
+        raise UserError(f"bundle {bundle.directory}: field 'options.testfile' must be a string")
+    if bundle.testfile is not None and bundle.testfile_hash is not None:
+        if isinstance(original, str) and Path(original).is_absolute() and \
+                Path(original).is_file() and file_hash(Path(original)) == bundle.testfile_hash:
+            return ref, Path(original), None
+        return ref, bundle.testfile.resolve(), f"imported the bundled copy {bundle.testfile}"
+    if not trust:
+        raise UserError(f"bundle {bundle.directory}: field 'testfile' is missing, so the test "
+                        "file to import is not hashed; check it and rerun with --trust")
+    if isinstance(original, str) and Path(original).is_file():
+        ref = f"{original}::{func}" if func else original
+    return ref, None, "imported an unhashed test file (--trust)"
+
+
+def replay_plan(directory: Path, *, staging: Path, trust: bool = False) -> ReplayPlan:
+    """Load a bundle (an attempt dir or its ``bundle/``) and the test case it names.
+
+    Nothing from the bundle is imported or built before the whole manifest is verified;
+    ``staging`` (the replay's own directory) receives the copies a rebuild would read.
+    """
     if not (directory / "bundle.json").exists() and (directory / BUNDLE_DIR).is_dir():
         directory = directory / BUNDLE_DIR
     bundle = load_bundle(directory)
     search = [Path(str(bundle.options["cwd"]))] if bundle.options.get("cwd") else []
-    testfile = bundle.options.get("testfile")
-    ref = bundle.testcase
-    if isinstance(testfile, str) and Path(testfile).is_file():
-        ref = f"{testfile}::{bundle.testcase.partition('::')[2]}" if "::" in ref else testfile
-    loaded = load_testcase(ref, search=search)
+    ref, path, note = _testfile(bundle, trust)
+    if note:
+        log.warning("replay of %s: %s", directory, note)
+    kernel = replay_kernel(bundle, staging)
+    loaded = load_testcase(ref, search=search, path=path)
     loaded = dataclasses.replace(loaded, nodeid=bundle.testcase,
                                  case=dataclasses.replace(loaded.case, name=bundle.testcase))
-    return ReplayPlan(bundle, loaded, replay_kernel(bundle))
+    return ReplayPlan(bundle, loaded, kernel)
 
 
 def check_replayed_cmdline(plan: ReplayPlan, attempt_dir: Path) -> str | None:

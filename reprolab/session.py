@@ -76,7 +76,9 @@ def _tidy_logs(result: AttemptResult) -> AttemptResult:
 
 
 def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:120] or "case"
+    """One path component for a case name, whatever the name (a bundle's may be hostile):
+    no separators, and no leading dot, so never ``.`` or ``..``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")[:120] or "case"
 
 
 class Session:
@@ -105,6 +107,8 @@ class Session:
         self._triage: ThreadPoolExecutor | None = None
         self._pending: dict[Path, tuple[Future[tuple[Path | None, list[str]]],
                                         AttemptResult | None]] = {}
+        #: Bundles carry the kernel, vmlinux and initrd (``--portable``).
+        self.portable_bundles = False
 
     # -- shared resources --------------------------------------------------------------------
     @property
@@ -156,6 +160,14 @@ class Session:
                 parsed = parse_kernel_spec(spec)
                 self._kernels[key] = resolve_kernel(parsed, artifacts_dir=artifacts_dir)
         return self._kernels[key]
+
+    def pin_kernel(self, spec: str | Mapping[str, Any], kernel: KernelArtifacts) -> None:
+        """Use ``kernel`` for ``spec`` without resolving it (a replay's exact kernel)."""
+        self._kernels[json.dumps(spec, sort_keys=True, default=str)] = kernel
+
+    def pin_image(self, recipe: str, kernel: KernelArtifacts, image: GuestImage) -> None:
+        """Use ``image`` for ``recipe`` with ``kernel`` (a replay's exact initrd)."""
+        self._images[(recipe, kernel.key)] = image
 
     def image(self, recipe: str, kernel: KernelArtifacts) -> GuestImage:
         from reprolab.image.build import build_image
@@ -253,7 +265,8 @@ class Session:
 
         write_attempt_bundle_safely(
             directory, case=case, kernel_spec=self.kernel_override or case.kernel,
-            kernel=kernel, image=image, cmdline=spec.cmdline_text(), domain_xml=domain.xml)
+            kernel=kernel, image=image, cmdline=spec.cmdline_text(), domain_xml=domain.xml,
+            portable=self.portable_bundles)
         console = Console(self.uri, domain.name, directory / "console.log")
         guest = Guest(domain, console, directory, silence_timeout=case.silence_timeout)
         try:
@@ -302,6 +315,8 @@ class Session:
     def attempt_dir(self, case: CaseSpec, index: int) -> Path:
         """A new directory for the attempt; an earlier one of the same name is never reused."""
         base = self.artifacts / _safe(case.name)
+        if not base.resolve().is_relative_to(self.artifacts.resolve()):
+            raise UserError(f"case name {case.name!r} leads out of {self.artifacts}")
         base.mkdir(parents=True, exist_ok=True)
         name = f"attempt-{index:03d}"
         for n in range(1000):
@@ -380,6 +395,9 @@ class Session:
         result = replace(result, started_at=started_at)
         result = _tidy_logs(result)
         result.write()
+        from reprolab.replay import record_attempt_verdict
+
+        record_attempt_verdict(directory, result.to_json())
         if directory in self._pending:
             self._pending[directory] = (self._pending[directory][0], result)
         self._phase(case, index, directory, Phase.DONE, guest, detail=str(result.outcome))

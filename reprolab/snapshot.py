@@ -184,7 +184,8 @@ class SnapshotSession(Session):
         image = self.image(case.guest.image, kernel)
         write_attempt_bundle_safely(
             directory, case=case, kernel_spec=self.kernel_override or case.kernel,
-            kernel=kernel, image=image, cmdline=cmdline, domain_xml=domain.xml)
+            kernel=kernel, image=image, cmdline=cmdline, domain_xml=domain.xml,
+            portable=self.portable_bundles)
 
     def close(self) -> None:
         for domain in self._live.values():

@@ -162,6 +162,10 @@ class SshChannel:
             gw_host, gw_port, gw_user = self.gateway
             jump = Connection(gw_host, user=gw_user, port=gw_port,
                               connect_timeout=int(CONNECT_TIMEOUT))
+            # fabric auto-adds unknown host keys; the lab host is held to the same trust as
+            # libvirt's ssh transport and the file transfers: the user's known_hosts only.
+            jump.client.load_system_host_keys()
+            jump.client.set_missing_host_key_policy(paramiko.RejectPolicy())
         conn = Connection(
             self.host,
             user=self.user,

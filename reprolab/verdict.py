@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reprolab.errors import UserError
+from reprolab.problems import Problems
 
 
 class Outcome(enum.StrEnum):
@@ -54,20 +54,47 @@ class Expectation:
     events: tuple[str, ...] = field(default=())
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any] | None, *, where: str) -> Expectation:
-        data = dict(data or {})
+    def from_mapping(cls, data: Any, *, where: str,
+                     problems: Problems | None = None) -> Expectation:
+        """Validate a marker's ``expect={...}``: a misspelt kind would make every crash
+        "other" and a regression test pass while the bug reproduces, so kinds and event
+        names must be ones the parser and the harness produce."""
+        from reprolab.events import event_kinds
+        from reprolab.triage.kinds import ALL_KINDS
+
+        p = problems if problems is not None else Problems(where)
         known = {"title", "kind", "frame", "in_stack", "events"}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UserError(
-                f"{where}: unknown expect key {unknown[0]!r} (known: {', '.join(sorted(known))})"
-            )
+        if data is not None and not isinstance(data, Mapping):
+            p.add("expect", data, "expect must be a mapping such as {'kind': 'soft-lockup'} "
+                  f"(keys: {', '.join(sorted(known))})")
+            data = {}
+        data = dict(data or {})
+        for key in sorted(set(data) - known, key=str):
+            p.add(f"expect.{key}", data[key], f"unknown expect key {key!r} "
+                  f"(known: {', '.join(sorted(known))})")
+        for key in ("title", "kind", "frame", "in_stack"):
+            value = data.get(key)
+            if value is not None and not isinstance(value, str):
+                p.add(f"expect.{key}", value, f"expect {key} must be a string")
+                data.pop(key)
+        kind = data.get("kind")
+        if kind is not None and kind not in ALL_KINDS:
+            p.add("expect.kind", kind, f"not a kind the parser reports (one of: "
+                  f"{', '.join(ALL_KINDS)})")
         events = data.get("events", ())
         if isinstance(events, str):
             events = (events,)
+        if not isinstance(events, list | tuple):
+            p.add("expect.events", events, "expect events must be a list of event names")
+            events = ()
+        allowed = event_kinds()
+        for event in events:
+            if event not in allowed:
+                p.add("expect.events", event, f"not an event name (one of: "
+                      f"{', '.join(allowed)})")
         exp = cls(
             title=data.get("title"),
-            kind=data.get("kind"),
+            kind=kind,
             frame=data.get("frame"),
             in_stack=data.get("in_stack"),
             events=tuple(str(e) for e in events),
@@ -76,11 +103,11 @@ class Expectation:
             try:
                 re.compile(exp.title)
             except re.error as err:
-                raise UserError(
-                    f"{where}: expect title {exp.title!r} is not a regex: {err}"
-                ) from err
-        if exp.empty:
-            raise UserError(f"{where}: expect needs at least one of {', '.join(sorted(known))}")
+                p.add("expect.title", exp.title, f"expect title is not a regex: {err}")
+        if exp.empty and not p.lines:
+            p.add("expect", data, f"expect needs at least one of {', '.join(sorted(known))}")
+        if problems is None:
+            p.raise_if_any()
         return exp
 
     @property

@@ -321,9 +321,44 @@ def bisect_in_progress(repo: Path) -> bool:
     return (path / "BISECT_START").exists()
 
 
+def check_range(repo: Path, good: str, bad: str, *, fix: bool = False) -> tuple[str, str]:
+    """The full hashes of ``good`` and ``bad`` once they make a range git can bisect.
+
+    Cheap (a few git calls) and run before anything is built or booted: a swapped, empty or
+    unrelated range found after calibration costs a build and ten boots. The tree is checked
+    first, so a directory that is not a git tree is not blamed on the commits.
+    """
+    _check_repo(repo)
+    good_sha = resolve_commit(repo, good)
+    bad_sha = resolve_commit(repo, bad)
+    if good_sha == bad_sha:
+        raise UserError(f"--good and --bad are the same commit ({good_sha[:12]}); there is "
+                        "nothing to bisect")
+    terms = BisectTerms.for_mode(fix=fix)
+    new_sha, old_sha = (good_sha, bad_sha) if fix else (bad_sha, good_sha)
+    if _git(repo, "merge-base", "--is-ancestor", old_sha, new_sha, check=False).ok:
+        return good_sha, bad_sha
+    if not _git(repo, "merge-base", old_sha, new_sha, check=False).ok:
+        raise UserError(f"{good_sha[:12]} (good) and {bad_sha[:12]} (bad) share no history; "
+                        "give two commits of the same kernel tree")
+    if _git(repo, "merge-base", "--is-ancestor", new_sha, old_sha, check=False).ok:
+        hint = ("with --fix the good commit is the newer one: swap them" if fix
+                else "they look swapped: swap --good and --bad, or use --fix to find the "
+                     "commit that fixed the bug")
+    else:
+        hint = "they are on branches that diverged; give an older --good" if not fix \
+            else "they are on branches that diverged; give an older --bad"
+    raise UserError(f"{old_sha[:12]} ({terms.old}) is not an ancestor of {new_sha[:12]} "
+                    f"({terms.new}); {hint}")
+
+
 def _check_repo(repo: Path) -> None:
-    if not (repo / ".git").exists() and not _git(repo, "rev-parse", check=False).ok:
-        raise UserError(f"{repo} is not a git repository (give the kernel tree to bisect)")
+    if not repo.is_dir():
+        raise UserError(f"--tree {repo} is not a directory (give the kernel tree to bisect)")
+    inside = _git(repo, "rev-parse", "--is-inside-work-tree", check=False)
+    if not inside.ok or inside.stdout.strip() != "true":
+        raise UserError(f"--tree {repo} is not a git repository (give the kernel tree to "
+                        "bisect)")
     if bisect_in_progress(repo):
         raise UserError(
             f"a bisection is already in progress in {repo}; finish it or run `git bisect reset`"
@@ -379,23 +414,10 @@ def bisect(
     report). The tree is reset with ``git bisect reset`` whatever happens, Ctrl-C included.
     """
     repo = repo.resolve()
-    _check_repo(repo)
-    good_sha = resolve_commit(repo, good)
-    bad_sha = resolve_commit(repo, bad)
-    if good_sha == bad_sha:
-        raise UserError(f"good and bad are the same commit ({good_sha[:12]})")
+    good_sha, bad_sha = check_range(repo, good, bad, fix=fix)
     terms = BisectTerms.for_mode(fix=fix)
     # new = the later state: bad in a regression hunt, good (fixed) in a fix hunt.
     new_sha, old_sha = (good_sha, bad_sha) if fix else (bad_sha, good_sha)
-    if not _git(repo, "merge-base", "--is-ancestor", old_sha, new_sha, check=False).ok:
-        hint = (
-            "with --fix the good commit must be the newer one" if fix
-            else "swap them, or use --fix to find a fixing commit"
-        )
-        raise UserError(
-            f"{old_sha[:12]} ({terms.old}) is not an ancestor of {new_sha[:12]} ({terms.new}); "
-            f"{hint}"
-        )
     start = ["bisect", "start", f"--term-old={terms.old}", f"--term-new={terms.new}"]
     try:
         # Inside the try: a start that fails half-way must be reset too (no bisection was in

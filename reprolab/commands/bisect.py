@@ -24,8 +24,8 @@ from reprolab.bisect.driver import (
     StepStatus,
     bisect,
     calibrate,
+    check_range,
     checked_out,
-    resolve_commit,
     run_step,
     step_main,
 )
@@ -117,8 +117,7 @@ def _bisect(args: argparse.Namespace) -> int:
     repo = args.tree.resolve()
     if args.calibrate < 1:
         raise UserError("--calibrate must be at least 1")
-    good = resolve_commit(repo, args.good)
-    bad = resolve_commit(repo, args.bad)
+    good, bad = check_range(repo, args.good, args.bad, fix=args.fix)
     old, new = (bad, good) if args.fix else (good, bad)
     candidates = int(run(["git", "-C", str(repo), "rev-list", "--count", f"{old}..{new}"],
                          error=UserError).stdout.strip() or 0)
@@ -185,13 +184,31 @@ def _bisect(args: argparse.Namespace) -> int:
     return 0 if report.culprit else 1
 
 
+#: Keys of the state file and the JSON types each must have.
+_STATE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "repo": str, "testcase": str, "oracle": str, "artifacts": str, "policy": dict,
+    "oracle_options": (dict, type(None)), "fix": bool, "step_log": (str, type(None)),
+}
+
+
 def _load_state(path: Path) -> dict[str, Any]:
+    """The state file, checked key by key: a bad one is a usage error naming the key, and
+    a KeyError or TypeError further down is then a bug, not something to blame on input."""
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise UserError(f"cannot read bisect state {path}: {exc}") from exc
     if not isinstance(data, dict):
         raise UserError(f"bisect state {path} is not a JSON object")
+    for key, kind in _STATE_KEYS.items():
+        if key not in data and isinstance(None, kind if isinstance(kind, tuple) else (kind,)):
+            continue
+        if key not in data:
+            raise UserError(f"bisect state {path}: key {key!r} is missing")
+        if not isinstance(data[key], kind):
+            raise UserError(f"bisect state {path}: key {key!r} has the wrong type "
+                            f"({type(data[key]).__name__})")
+    StepPolicy.from_dict(data["policy"])  # a UserError naming what is wrong with it
     return data
 
 
@@ -214,7 +231,7 @@ def _bisect_step(args: argparse.Namespace) -> int:
             )
         finally:
             close_oracle(oracle)
-    except (UserError, KeyError, TypeError) as exc:
+    except UserError as exc:
         print(f"reprolab bisect-step: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except InfraError as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -20,18 +21,23 @@ from typing import Any
 
 from reprolab.attempt import AttemptResult
 from reprolab.errors import UserError
+from reprolab.kernel.artifacts import KernelArtifacts
 from reprolab.paths import default_artifacts
 from reprolab.replay import (
     BUNDLE_DIR,
     LoadedCase,
+    ReplayPlan,
+    check_rebuild_source,
     check_replayed_cmdline,
     kernel_to_data,
     load_testcase,
     override_kernel,
     replay_plan,
 )
+from reprolab.replay_cache import Exact, find_exact
 from reprolab.results import CaseResult, append_result
 from reprolab.session import Session
+from reprolab.verdict import Outcome
 from reprolab.virt.connection import DEFAULT_URI
 
 EXIT_REPRODUCED = 0
@@ -60,6 +66,12 @@ def register(sub: Any) -> None:
                    help="base config: tinyconfig|defconfig|allnoconfig or a .config file")
     p.add_argument("--fragment", type=Path, action="append", default=[],
                    help="extra config fragment (repeatable)")
+    p.add_argument("--trust", action="store_true",
+                   help="with --bundle: import the test file even when the bundle does not "
+                        "carry its hash (it is Python and runs on import)")
+    p.add_argument("--portable", action="store_true",
+                   help="write bundles that carry the kernel, vmlinux and initrd, to replay "
+                        "on another host")
     p.add_argument("--snapshot", action="store_true",
                    help="boot once, then restore the post-boot state for each attempt")
     p.add_argument("--artifacts", type=Path, default=None,
@@ -68,12 +80,14 @@ def register(sub: Any) -> None:
     p.set_defaults(func=main)
 
 
-def _plan(args: argparse.Namespace) -> tuple[LoadedCase, Any]:
+def _plan(args: argparse.Namespace, artifacts: Path) -> tuple[LoadedCase, ReplayPlan | None]:
     if args.bundle is not None:
         if args.testcase:
             raise UserError("give either a test case or --bundle, not both")
-        plan = replay_plan(args.bundle)
+        plan = replay_plan(args.bundle, staging=artifacts / "replay-inputs", trust=args.trust)
         return plan.loaded, plan
+    if args.trust:
+        raise UserError("--trust only applies to --bundle")
     if not args.testcase:
         raise UserError("name a test case (FILE[::test_name]) or --bundle DIR")
     return load_testcase(args.testcase), None
@@ -86,8 +100,11 @@ def main(args: argparse.Namespace) -> int:
 
     if args.attempts is not None and args.attempts < 1:
         raise UserError("--attempts must be at least 1")
-    loaded, plan = _plan(args)
+    artifacts = (args.artifacts or default_artifacts()
+                 / f"repro-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    loaded, plan = _plan(args, artifacts)
     spec = plan.kernel if plan is not None else loaded.kernel_spec()
+    overridden = any((args.kernel, args.patch, args.config, args.fragment))
     spec = override_kernel(spec, kernel=args.kernel, patch=args.patch, config=args.config,
                            fragments=args.fragment)
     case = loaded.case.with_overrides(kernel=kernel_to_data(spec)).with_attempt_rule(
@@ -95,8 +112,6 @@ def main(args: argparse.Namespace) -> int:
     if plan is not None and args.attempts is None:
         case = dataclasses.replace(case, attempts=1)
     body = loaded.body()
-    artifacts = (args.artifacts or default_artifacts()
-                 / f"repro-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     out = Console(file=sys.stdout)
     out.print(f"[bold]{case.name}[/]: kernel {spec}, {case.stop_rule()}; "
               f"artifacts {artifacts}", soft_wrap=True)
@@ -107,6 +122,20 @@ def main(args: argparse.Namespace) -> int:
         session = SnapshotSession(uri=args.uri, artifacts=artifacts)
     else:
         session = Session(uri=args.uri, artifacts=artifacts)
+    session.portable_bundles = args.portable
+    exact: Exact | None = None
+    if plan is not None and not overridden:
+        exact = find_exact(plan.bundle, lambda msg: out.print(f"replay {msg}", markup=False,
+                                                              soft_wrap=True))
+        if exact.kernel is not None:
+            session.pin_kernel(case.kernel, exact.kernel)
+            if exact.image is not None:
+                session.pin_image(case.guest.image, exact.kernel, exact.image)
+        else:
+            check_rebuild_source(plan, trust=args.trust)
+            out.print(f"[yellow]replay rebuilds the kernel[/]: {exact.how}; building from the "
+                      "bundle's .config and patches gives another build ID than the bundle's "
+                      f"({exact.recorded_build_id or 'not recorded'})", soft_wrap=True)
     results: list[AttemptResult] = []
     try:
         with out.status("preparing the kernel and image"):
@@ -125,14 +154,51 @@ def main(args: argparse.Namespace) -> int:
         results = [session.settle(r) for r in results]
     finally:
         session.close()
+    if plan is not None:
+        results = _compare_replay(out, plan, exact, kernel, results, artifacts)
     outcome = CaseResult(case, tuple(results))
     append_result(artifacts, outcome)
-    if plan is not None:
-        for r in results:
-            warning = check_replayed_cmdline(plan, r.directory)
-            if warning:
-                out.print(f"[yellow]warning[/]: {warning}")
     return _summary(out, outcome, artifacts)
+
+
+def _compare_replay(out: Any, plan: ReplayPlan, exact: Exact | None, kernel: KernelArtifacts,
+                    results: list[AttemptResult], artifacts: Path) -> list[AttemptResult]:
+    """Say whether the replay booted the bundle's kernel and showed its signature: in the
+    output, in each attempt's result, and in ``replay.json``."""
+    from reprolab.replay_cache import build_id, compare_signature
+
+    recorded = exact.recorded_build_id if exact is not None else None
+    now = build_id(kernel)
+    same_kernel = recorded is not None and recorded == now
+    kernel_line = (f"kernel build ID {now}, identical to the bundle's" if same_kernel
+                   else f"kernel build ID {now or 'unknown'}, bundle's "
+                        f"{recorded or 'not recorded'}")
+    out.print(f"replay {kernel_line}", markup=False, soft_wrap=True)
+    updated = []
+    verdicts = []
+    for r in results:
+        warning = check_replayed_cmdline(plan, r.directory)
+        if warning:
+            out.print(f"[yellow]warning[/]: {warning}")
+        match, line = compare_signature(plan.bundle.original, r.signature)
+        if r.outcome is Outcome.INFRA_ERROR:
+            match, line = None, "no kernel verdict (infrastructure error): nothing to compare"
+        out.print(f"replay #{r.index}: {line}", markup=False, soft_wrap=True)
+        verdicts.append({"attempt": r.index, "signature": r.signature, "matches": match})
+        r = dataclasses.replace(r, notes=(*r.notes, f"replay: {kernel_line}", f"replay: {line}"))
+        r.write()
+        updated.append(r)
+    (artifacts / "replay.json").write_text(json.dumps({
+        "bundle": str(plan.bundle.directory),
+        "kernel": {"reused": exact is not None and not exact.rebuild,
+                   "how": exact.how if exact is not None else "kernel overridden",
+                   "build_id": now, "recorded_build_id": recorded,
+                   "identical": same_kernel, "key": kernel.key},
+        "original": dict(plan.bundle.original),
+        "attempts": verdicts,
+        "signature_matches": bool(verdicts) and all(v["matches"] for v in verdicts),
+    }, indent=2) + "\n")
+    return updated
 
 
 def _line(result: AttemptResult, body_error: BaseException | None) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from reprolab.errors import UserError
+from reprolab.problems import Problems
 
 Accel = Literal["kvm", "tcg"]
 PanicDevice = Literal["isa", "none"]
@@ -116,41 +117,93 @@ class GuestOptions:
     extra_devices: tuple[str, ...] = field(default=())
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any] | None, *, where: str) -> GuestOptions:
+    def from_mapping(cls, data: Any, *, where: str,
+                     problems: Problems | None = None) -> GuestOptions:
         """Validate a marker's ``guest={...}``; unknown keys are a typo the user must hear of."""
-        data = dict(data or {})
+        from reprolab.image.recipe import images_dir, recipe_path
+
+        p = problems if problems is not None else Problems(where)
         known = {"vcpus", "memory", "image", "nested", "cpu", "watchdog", "panic", "devices"}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UserError(
-                f"{where}: unknown guest key {unknown[0]!r} (known: {', '.join(sorted(known))})"
-            )
-        wd = data.get("watchdog")
-        watchdog: Watchdog | None
-        if wd in (None, False):
-            watchdog = None
-        elif wd is True:
-            watchdog = Watchdog()
-        elif isinstance(wd, Mapping):
-            watchdog = Watchdog(**wd)
-        else:
-            raise UserError(f"{where}: guest watchdog must be true or a mapping, got {wd!r}")
+        if data is not None and not isinstance(data, Mapping):
+            p.add("guest", data, f"guest must be a mapping (keys: {', '.join(sorted(known))})")
+            data = {}
+        data = dict(data or {})
+        for key in sorted(set(data) - known, key=str):
+            p.add(f"guest.{key}", data[key], f"unknown guest key {key!r} "
+                  f"(known: {', '.join(sorted(known))})")
+        watchdog = _watchdog(data.get("watchdog"), p)
         vcpus = data.get("vcpus", 2)
-        if not isinstance(vcpus, int):
-            raise UserError(f"{where}: guest vcpus must be an integer, got {vcpus!r}")
+        if not isinstance(vcpus, int) or isinstance(vcpus, bool) or not 1 <= vcpus <= 64:
+            p.add("guest.vcpus", vcpus, "guest vcpus must be an integer from 1 to 64")
+            vcpus = 2
+        memory = 512
+        try:
+            memory = parse_memory(data.get("memory", 512))
+        except UserError as exc:
+            p.user_error("guest.memory", data.get("memory"), exc)
+        image = data.get("image", "minimal")
+        if not isinstance(image, str) or not image:
+            p.add("guest.image", image, "guest image must be a recipe name (images/*.yaml)")
+            image = "minimal"
+        elif not recipe_path(image).is_file():
+            names = sorted(r.stem for r in images_dir().glob("*.yaml"))
+            p.add("guest.image", image, f"no such image recipe (known: {', '.join(names)})")
+        nested = data.get("nested", False)
+        if not isinstance(nested, bool):
+            p.add("guest.nested", nested, "guest nested must be true or false")
+            nested = False
+        cpu = data.get("cpu")
+        if cpu is not None and (not isinstance(cpu, str) or not cpu):
+            p.add("guest.cpu", cpu, "guest cpu must be a QEMU CPU model name")
+            cpu = None
         panic = data.get("panic", "isa")
         if panic not in ("isa", "none"):
-            raise UserError(f"{where}: guest panic must be 'isa' or 'none', got {panic!r}")
+            p.add("guest.panic", panic, "guest panic must be 'isa' or 'none'")
+            panic = "isa"
         devices = data.get("devices", ())
         if isinstance(devices, str):
             devices = (devices,)
+        if not isinstance(devices, list | tuple) or not all(isinstance(d, str) for d in devices):
+            p.add("guest.devices", devices, "guest devices must be device XML strings")
+            devices = ()
+        if problems is None:
+            p.raise_if_any()
         return cls(
             vcpus=vcpus,
-            memory_mib=parse_memory(data.get("memory", 512)),
-            image=str(data.get("image", "minimal")),
-            nested=bool(data.get("nested", False)),
-            cpu_model=data.get("cpu"),
+            memory_mib=memory,
+            image=image,
+            nested=nested,
+            cpu_model=cpu,
             watchdog=watchdog,
             panic_device=panic,
             extra_devices=tuple(devices),
         )
+
+
+WATCHDOG_MODELS = ("i6300esb", "ib700")
+WATCHDOG_ACTIONS = ("pause", "reset", "poweroff", "shutdown", "dump", "none")
+
+
+def _watchdog(wd: Any, p: Problems) -> Watchdog | None:
+    if wd is None or wd is False:
+        return None
+    if wd is True:
+        return Watchdog()
+    if not isinstance(wd, Mapping):
+        p.add("guest.watchdog", wd, "guest watchdog must be true or a mapping with keys "
+              "model, action")
+        return None
+    ok = True
+    for key in sorted(set(wd) - {"model", "action"}, key=str):
+        p.add(f"guest.watchdog.{key}", wd[key], f"unknown watchdog key {key!r} "
+              "(known: action, model)")
+        ok = False
+    model = wd.get("model", "i6300esb")
+    if model not in WATCHDOG_MODELS:
+        p.add("guest.watchdog.model", model, f"one of {', '.join(WATCHDOG_MODELS)}")
+        ok = False
+    action = wd.get("action", "pause")
+    if action not in WATCHDOG_ACTIONS:
+        p.add("guest.watchdog.action", action, f"one of {', '.join(WATCHDOG_ACTIONS)}")
+        ok = False
+    return Watchdog(model=model, action=action) if ok else None

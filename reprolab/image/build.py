@@ -26,6 +26,7 @@ from reprolab.image import closure, disk, guestinit, initramfs, kmods
 from reprolab.image.hostkey import generate_host_key
 from reprolab.image.recipe import ImageRecipe, load_recipe
 from reprolab.kernel.artifacts import KernelArtifacts
+from reprolab.modes import qemu_only
 from reprolab.paths import cache_root
 
 _META = "image.json"
@@ -121,6 +122,7 @@ def build_image(recipe: ImageRecipe | str, kernel: KernelArtifacts) -> GuestImag
     final = images_cache() / f"{rec.name}-{key[:16]}"
     with FileLock(str(final) + ".lock"):
         if (final / _META).is_file():
+            restrict(final)  # entries made before images were kept private
             return _load_meta(final, cached=True)
         scratch = final.with_name(f"{final.name}.build-{os.getpid()}")
         if scratch.exists():
@@ -136,11 +138,25 @@ def build_image(recipe: ImageRecipe | str, kernel: KernelArtifacts) -> GuestImag
         image = GuestImage(**{**asdict(image), "build_seconds": time.monotonic() - start})
         _write_meta(scratch, image)
         _cleanup(scratch)
-        scratch.chmod(0o755)
+        restrict(scratch)
         if final.exists():
             shutil.rmtree(final)
         scratch.rename(final)
         return image
+
+
+def restrict(entry: Path) -> None:
+    """The image holds the guest's SSH host private key: QEMU may read it, other local
+    users may not (see :mod:`reprolab.modes`); the key files themselves are root's only."""
+    qemu_only(entry)
+    for name in ("initrd.img", "disk.qcow2"):
+        if (entry / name).is_file():
+            qemu_only(entry / name)
+    keys = entry / "hostkey"
+    if keys.is_dir():
+        keys.chmod(0o700)
+        for key in keys.iterdir():
+            key.chmod(0o600)
 
 
 def _build(

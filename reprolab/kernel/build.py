@@ -96,8 +96,10 @@ def toolchain_id() -> str:
 
 def compute_key(spec: BuildSpec) -> tuple[BuildKey, source_mod.Source,
                                           tuple[patch_mod.Patch, ...], list[Path]]:
-    source = source_mod.locate(spec)
+    # Cheap checks first: fragments parsed and patches listed before the source is touched.
+    kconfig_mod.check_inputs(spec)
     series = patch_mod.collect(spec.patches) if spec.patches is not None else ()
+    source = source_mod.locate(spec)
     fragments = kconfig_mod.fragments_for(spec, source.version)
     key = BuildKey(
         source_id=source.source_id,

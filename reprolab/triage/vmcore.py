@@ -13,6 +13,7 @@ that section (recorded under ``errors``), never the dossier.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import tempfile
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from reprolab.errors import UserError
+from reprolab.modes import private_like
 from reprolab.proc import run
 from reprolab.triage import kdump, rawdump
 from reprolab.triage.dossier import render_markdown
@@ -426,8 +428,15 @@ def write_dossier(vmcore: Path, vmlinux: Path | None, out_dir: Path, *,
     path = out_dir / "report.json"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(dossier, indent=2) + "\n")
-        (out_dir / "report.md").write_text(render_markdown(dossier))
+        # The dossier carries the guest's kernel log and memory contents: no wider
+        # permissions than the vmcore it was read from (written private, then matched).
+        for target, text in ((path, json.dumps(dossier, indent=2) + "\n"),
+                             (out_dir / "report.md", render_markdown(dossier))):
+            target.unlink(missing_ok=True)
+            with os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
+                           "w") as sink:
+                sink.write(text)
+            private_like(target, vmcore)
     except OSError as exc:
         raise UserError(f"cannot write the dossier into {out_dir}: {exc.strerror}") from None
     return path

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from reprolab.errors import InfraError, UserError
+from reprolab.modes import QEMU_GROUP
 from reprolab.paths import runtime_root
 
 #: Where shipped files live on a remote host (libvirt-qemu must be able to read them).
@@ -106,6 +107,8 @@ class SshFiles:
         self.run_dir = REMOTE_RUN / run_name
         self._client: Any = None
         self._sftp: Any = None
+        #: Remote directories made (and their modes set) by this run.
+        self._made: set[PurePosixPath] = set()
 
     # -- connection ---------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -138,8 +141,29 @@ class SshFiles:
                              f"{why[-1] if why else ''}")
         return text
 
-    def _mkdirs(self, path: PurePosixPath) -> None:
-        self.exec(["install", "-d", "-m", "0755", str(path)])
+    def _mkdirs(self, path: PurePosixPath, *, private: bool = False) -> None:
+        if path in self._made:
+            return
+        self.exec(["install", "-d", "-m", "0755", str(path.parent)])
+        if not private:
+            self.exec(["install", "-d", "-m", "0755", str(path)])
+        else:
+            self.exec(["install", "-d", "-m", "0700", str(path)])
+            self._qemu_only(path, directory=True)
+        self._made.add(path)
+
+    def _qemu_only(self, path: PurePosixPath, *, directory: bool = False,
+                   writable: bool = False) -> None:
+        """What QEMU reads (images holding the guest's SSH host key) or writes (overlays):
+        group libvirt-qemu and no access for others, as on the runner (reprolab.modes).
+        An account that may not give files that group (not root, not in it) keeps them
+        owner-only, and libvirt's DAC relabelling lets QEMU in for the run."""
+        try:
+            self.exec(["chgrp", QEMU_GROUP, str(path)])
+            mode = "0750" if directory else "0660" if writable else "0640"
+        except InfraError:
+            mode = "0711" if directory else "0600"
+        self.exec(["chmod", mode, str(path)])
 
     # -- the protocol -------------------------------------------------------------------
     def ship(self, path: Path) -> Path:
@@ -152,18 +176,19 @@ class SshFiles:
                 return Path(str(remote))
         except OSError:
             pass
-        self._mkdirs(remote_dir)
+        self._mkdirs(remote_dir, private=True)
         tmp = f"{remote}.part"
         try:
             sftp.put(str(path), tmp)
-            sftp.chmod(tmp, 0o644)
+            self._qemu_only(PurePosixPath(tmp))
             sftp.posix_rename(tmp, str(remote))
         except OSError as exc:
             raise InfraError(f"host {self.host}: shipping {path} failed: {exc}") from exc
         return Path(str(remote))
 
     def scratch(self, name: str) -> Path:
-        self._mkdirs(self.run_dir)
+        # Overlays, serial logs and vmcores of the run: guest memory is nobody else's.
+        self._mkdirs(self.run_dir, private=True)
         return Path(posixpath.join(str(self.run_dir), name))
 
     def fetch(self, remote: Path, local: Path) -> bool:
@@ -186,7 +211,7 @@ class SshFiles:
         target = self.scratch(name)
         self.exec(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
                    str(remote_base), str(target)])
-        self.exec(["chmod", "0666", str(target)])
+        self._qemu_only(PurePosixPath(str(target)), writable=True)
         return target
 
     def free_bytes(self) -> int:

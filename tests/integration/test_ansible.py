@@ -68,3 +68,15 @@ def test_qemu_ssh_loopback_answers(proof: tuple[int, list[str], str]) -> None:
     _, lines, _ = proof
     line = next(x for x in lines if x.startswith("ansible-proof: qemu+ssh://root@127.0.0.1"))
     assert "Running hypervisor: QEMU" in line
+
+
+def test_authorized_keys_are_restricted(proof: tuple[int, list[str], str]) -> None:
+    """The qemu+ssh account is root-equivalent: its keys carry from= and restrict options."""
+    rc, _, _ = proof
+    assert rc == 0
+    lines = [line for line in Path("/root/.ssh/authorized_keys").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert lines
+    for line in lines:
+        assert line.startswith('from="127.0.0.1,::1",restrict,port-forwarding,'
+                               'permitopen="127.0.0.1:*" '), line

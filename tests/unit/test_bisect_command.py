@@ -131,3 +131,41 @@ def test_step_shim_aborts_when_reprolab_cannot_be_imported(tmp_path: Path) -> No
                cwd=tmp_path, check=False)
     assert done.returncode == EXIT_USAGE
     assert "cannot import reprolab" in done.stderr
+
+
+def test_bad_ranges_are_rejected_before_calibrating(tmp_path: Path) -> None:
+    """Swapped, equal and unrelated commits, and a tree that is not git: rejected before the
+    oracle is even loaded (``--oracle nonsense`` would fail right after) or --out made."""
+    repo = tmp_path / "tree"
+    shas = make_repo(repo, [None, None, "1.0", "1.0"])
+    other = tmp_path / "other"
+    make_repo(other, ["0.3"])  # another tree, so another hash
+    run(["git", "-C", str(repo), "fetch", "-q", str(other), "main:unrelated"])
+    unrelated = run(["git", "-C", str(repo), "rev-parse", "unrelated"]).stdout.strip()
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    out = tmp_path / "never"
+    cases = [
+        (repo, shas[-1], shas[0], [], "look swapped: swap --good and --bad"),
+        (repo, shas[0], shas[-1], ["--fix"], "with --fix the good commit is the newer one"),
+        (repo, shas[1], shas[1], [], "the same commit"),
+        (repo, shas[0], unrelated, [], "share no history"),
+        (plain, "v1", "v2", [], "is not a git repository"),
+        (tmp_path / "missing", "v1", "v2", [], "is not a directory"),
+    ]
+    for tree, good, bad, extra, message in cases:
+        with pytest.raises(UserError, match=message):
+            cli([*_args(tree, out, good, bad, *extra), "--oracle", "nonsense"])
+        assert not out.exists()
+    assert_reset(repo)
+
+
+def test_step_state_errors_name_the_key_and_bugs_are_not_usage_errors(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"repo": str(tmp_path), "testcase": "t.py"}))
+    assert bisect_cmd.step_entry(["--state", str(state)]) == EXIT_USAGE
+    assert "key 'oracle' is missing" in capsys.readouterr().err
+    state.write_text(json.dumps({"repo": 7}))
+    assert bisect_cmd.step_entry(["--state", str(state)]) == EXIT_USAGE
+    assert "key 'repo' has the wrong type" in capsys.readouterr().err

@@ -208,3 +208,18 @@ def test_cli_build_kernel(tmp_path: Path, fragment: Path,
     broken.write_text(diff("init/main.c", "\treturn 0;", "\tBROKEN"))
     assert main(["build-kernel", f"{spec}+patches={broken}", "--bisect"]) == 125
     assert "untestable: kernel build failed" in capsys.readouterr().err
+
+
+def test_garbage_fragment_is_reported_before_the_source_is_touched(
+        tmp_path: Path, cache: Path) -> None:
+    """The fragment is parsed first: with a source that does not even exist, the error is
+    still the fragment's line, and no cache entry or work directory was started."""
+    bad = tmp_path / "bad.config"
+    bad.write_text("CONFIG_SMP=y\nthis is not kconfig\n")
+    for source in (str(tmp_path / "nowhere.tar.xz"), "linux-source-6.12"):
+        with pytest.raises(UserError, match=r"bad\.config:2: not a config fragment line"):
+            build_kernel(BuildSpec(source=source, fragments=(bad,)))
+    with pytest.raises(UserError, match=r"bad\.config:2: not a config fragment line"):
+        build_kernel(BuildSpec(source="linux-source-6.12", base_config=bad))
+    assert not (cache / "kernels").exists() or not any((cache / "kernels").iterdir())
+    assert not (cache / "sources").exists()

@@ -167,14 +167,22 @@ def test_bundle_round_trip_replays_the_built_commit(casefile: Path, tmp_path: Pa
     assert bundle.commit == sha  # HEAD pinned to what was built
     assert bundle.image_recipe_hash == "minimal:img123"
     assert bundle.scenario["attempts"] == 3
-    plan = replay_plan(attempt)
+    staging = tmp_path / "replay-inputs"
+    plan = replay_plan(attempt, staging=staging)
     assert plan.loaded.case.name == loaded.case.name
     build = plan.kernel.build
     assert build is not None
     assert build.commit == sha
-    assert build.base_config == bundle.config
+    # The build reads the replay's own verified copies, never the bundle directory.
+    assert build.base_config == staging / "config"
+    assert bundle.config is not None
+    assert (staging / "config").read_bytes() == bundle.config.read_bytes()
     assert build.fragments == () and build.reprolab_fragments is False
-    assert build.patches == bundle.directory / "patches"
+    assert build.patches == staging / "patches"
+    assert (staging / "patches" / "series").read_text() == "0001.patch\n"
+    assert bundle.artifacts["kernel"]["key"] == "build-6.12-abc"
+    assert bundle.artifacts["kernel"]["image_sha256"].startswith("sha256:")
+    assert bundle.testfile is not None and bundle.testfile_hash is not None
 
 
 def test_boot_failure_is_told_from_other_infra_errors(tmp_path: Path) -> None:

@@ -53,34 +53,34 @@ def test_marker_validation() -> None:
                                     "guest": {"memory": "1G"}})
     assert (ok.attempts, ok.guest.memory_mib, ok.mode) == (3, 1024, "regression")
     for bad, msg in [
-        ({"expect": {"kind": "x"}, "atempts": 3}, "unknown reprolab marker argument 'atempts'"),
+        ({"expect": {"kind": "panic"}, "atempts": 3}, "unknown reprolab marker argument 'atempts'"),
         ({"mode": "reproduce"}, "mode='reproduce' needs expect="),
-        ({"expect": {"kind": "x"}, "mode": "explore"}, "for cases without expect"),
-        ({"expect": {"kind": "x"}, "mode": "hunt"}, "mode must be"),
-        ({"expect": {"kind": "x"}, "attempts": 0}, "attempts must be a positive integer"),
-        ({"expect": {"kind": "x"}, "cmdline": ["panic=0"]}, "cmdline must be a mapping"),
+        ({"expect": {"kind": "panic"}, "mode": "explore"}, "for cases without expect"),
+        ({"expect": {"kind": "panic"}, "mode": "hunt"}, "mode must be"),
+        ({"expect": {"kind": "panic"}, "attempts": 0}, "attempts must be a positive integer"),
+        ({"expect": {"kind": "panic"}, "cmdline": ["panic=0"]}, "cmdline must be a mapping"),
     ]:
         with pytest.raises(UserError, match=msg):
             CaseSpec.from_marker("t", bad)
 
 
 def test_overrides_ignore_unset_options() -> None:
-    case = CaseSpec.from_marker("t", {"expect": {"kind": "x"}, "attempts": 3})
+    case = CaseSpec.from_marker("t", {"expect": {"kind": "panic"}, "attempts": 3})
     assert case.with_overrides(attempts=None, mode="reproduce").attempts == 3
     assert case.with_overrides(attempts=5).attempts == 5
 
 
 def test_dumps_are_compressed_unless_asked_for_raw() -> None:
-    case = CaseSpec.from_marker("t", {"expect": {"kind": "x"}})
+    case = CaseSpec.from_marker("t", {"expect": {"kind": "panic"}})
     assert case.dump == "kdump-zlib"
     assert case.with_dump(None).dump == "kdump-zlib"
     assert case.with_dump("elf").dump == "elf"
-    raw = CaseSpec.from_marker("t", {"expect": {"kind": "x"}, "dump": "elf"})
+    raw = CaseSpec.from_marker("t", {"expect": {"kind": "panic"}, "dump": "elf"})
     assert raw.dump == "elf"
     # --reprolab-dump picks a format; it never turns dumps on for a case that takes none.
-    none = CaseSpec.from_marker("t", {"expect": {"kind": "x"}, "dump": None})
+    none = CaseSpec.from_marker("t", {"expect": {"kind": "panic"}, "dump": None})
     assert none.with_dump("elf").dump is None
     with pytest.raises(UserError, match="dump must be 'kdump-zlib', 'elf' or None"):
-        CaseSpec.from_marker("t", {"expect": {"kind": "x"}, "dump": "lzo"})
+        CaseSpec.from_marker("t", {"expect": {"kind": "panic"}, "dump": "lzo"})
     with pytest.raises(UserError, match="dump format must be one of kdump-zlib, elf"):
         case.with_dump("snappy")
