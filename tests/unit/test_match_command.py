@@ -52,9 +52,9 @@ def test_patched_reproduce_cases_rank_above_regression_and_controls() -> None:
     cases = [
         _case("test_cfs_regression", "regression", "build:linux-source-6.12", want),
         _case("test_cfs_negative", "regression",
-              "build:linux-source-6.12+patch=testcases/patches/cfs", want),
+              "build:linux-source-6.12+patches=testcases/patches/cfs", want),
         _case("test_cfs_positive", "reproduce",
-              "build:linux-source-6.12+patch=testcases/patches/cfs", want),
+              "build:linux-source-6.12+patches=testcases/patches/cfs", want),
         _case("test_soft", "reproduce", "stock", {"kind": "soft-lockup"}),
         _case("test_other_frame", "reproduce", "stock",
               {"kind": "hard-lockup", "in_stack": "lkdtm_HARDLOCKUP"}),
@@ -75,7 +75,7 @@ def test_collects_markers_with_pytest_in_a_subprocess(
         "@pytest.mark.reprolab(expect=SIG, mode='regression')\n"
         "def test_regression(guest): pass\n"
         "@pytest.mark.parametrize('n', [pytest.param(1, marks=pytest.mark.reprolab(\n"
-        "    expect=SIG, mode='reproduce', kernel='build:linux-source-6.12+patch=p'))])\n"
+        "    expect=SIG, mode='reproduce', kernel='build:linux-source-6.12+patches=p'))])\n"
         "def test_positive(guest, n): pass\n"
     )
     (cases / "test_broken.py").write_text("import no_such_module_here\n")
