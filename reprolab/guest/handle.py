@@ -47,6 +47,9 @@ class Guest:
         self.silence_timeout = silence_timeout
         self.ready = False
         self.boot_seconds: float | None = None
+        #: What closing found about the evidence (a truncated serial.log): result notes.
+        self.notes: list[str] = []
+        self._serial_collected = False
         self._parser = ConsoleParser()
         self._t0 = time.monotonic()
         self._last_state_poll = 0.0
@@ -182,8 +185,13 @@ class Guest:
         self.console.close()
         if not keep:
             self.domain.destroy()
-        if serial_log is not None:
-            (files or LocalFiles()).fetch(serial_log, self.directory / "serial.log")
+        if serial_log is not None and not self._serial_collected:
+            self._serial_collected = True
+            from reprolab.virt.seriallog import collect_serial
+
+            self.notes.extend(collect_serial(
+                files or LocalFiles(), serial_log, self.directory / "serial.log",
+                console_bytes=self.console.bytes_seen))
 
 
 StopCheck = Callable[[], str | None]
