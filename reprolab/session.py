@@ -97,12 +97,13 @@ class Session:
     # -- shared resources --------------------------------------------------------------------
     @property
     def conn(self) -> Any:
-        if self._conn is not None and not self._conn_alive(rpc=False):
+        lost = self._conn is not None and not self._conn_alive(rpc=False)
+        if lost:
             # libvirtd went away under an earlier attempt: the next one needs a new one.
             self._conn = None
         if self._conn is None:
             self._conn = open_connection(self.uri)
-            self.reaped = reap_orphans(self._conn)
+            self.reaped = reap_orphans(self._conn, mine=lost)
             for r in self.reaped:
                 log.warning("reaped orphan domain %s: %s", r.name, r.reason)
             self.reaped_scratch = reap_scratch(self.run_dir.parent, keep=self.run_dir)
@@ -152,6 +153,10 @@ class Session:
         return self._accel
 
     def close(self) -> None:
+        if self._conn is not None and not self._conn_alive(rpc=False):
+            # Guests started on a connection libvirtd dropped outlive their AUTODESTROY.
+            with contextlib.suppress(InfraError):
+                self.conn  # noqa: B018 - reconnecting reaps them
         if self._conn is not None:
             try:
                 self._conn.close()
