@@ -341,10 +341,10 @@ class Session:
             directory = base / (name if n == 0 else f"{name}.{n}")
             try:
                 directory.mkdir()
-                return directory
             except FileExistsError:
                 continue
             self._attempt_dir = directory
+            return directory
         raise InfraError(f"no free attempt directory under {base}")
 
     def run_attempt(self, case: CaseSpec, index: int, body: Body
