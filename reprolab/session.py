@@ -36,7 +36,7 @@ from reprolab.verdict import Observed, Outcome, classify
 from reprolab.virt.connection import DEFAULT_URI, open_connection
 from reprolab.virt.domain import Domain
 from reprolab.virt.dump import take_vmcore
-from reprolab.virt.hostfiles import HostFiles, LocalFiles, SshFiles, host_files
+from reprolab.virt.hostfiles import REMOTE_RUN, HostFiles, LocalFiles, SshFiles, host_files
 from reprolab.virt.reaper import Reaped, reap_orphans
 from reprolab.virt.scratch import ReapedScratch, claim, reap_scratch
 
@@ -214,7 +214,7 @@ class Session:
         self.artifacts.mkdir(parents=True, exist_ok=True)
         places.append(("localhost", self.artifacts, shutil.disk_usage(self.artifacts).free))
         if not isinstance(self.files, LocalFiles):
-            places.append((self.files.host, self.run_dir, self.files.free_bytes()))
+            places.append((self.files.host, Path(str(REMOTE_RUN)), self.files.free_bytes()))
         for host, where, free in places:
             if free < need:
                 raise InfraError(
@@ -512,6 +512,11 @@ class Session:
             if not isinstance(self.files, LocalFiles):
                 target = self.files.scratch(f"{guest.domain.name}.vmcore")
             core = take_vmcore(guest.domain.dom, target, case.dump)  # type: ignore[arg-type]
+            if case.dump == "elf" and core.size < (case.guest.memory_mib << 20):
+                # An ELF memory dump holds all of RAM: a shorter one was cut off (a disk
+                # that filled under it) even if libvirt reported success.
+                raise InfraError(f"vmcore {target} truncated: {core.size} bytes for a "
+                                 f"{case.guest.memory_mib} MiB guest")
             if not self.files.fetch(target, local):
                 raise InfraError(f"vmcore {target} could not be fetched from "
                                  f"{self.files.host}")

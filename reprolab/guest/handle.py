@@ -106,7 +106,24 @@ class Guest:
 
     def stop_reason(self) -> str | None:
         ev = self.fatal_event
+        if ev is None:
+            self._check_domain()
         return f"guest stopped: {ev.kind}: {ev.line}" if ev else None
+
+    def _check_domain(self) -> None:
+        """Console waits (the boot's ready marker) also notice the domain going away.
+
+        ``virsh console`` does not always end when libvirtd dies, so without this a boot
+        wait would sit out its whole timeout and call a dead libvirtd a boot timeout.
+        """
+        now = time.monotonic()
+        if now - self._last_state_poll < 1.0:
+            return
+        self._last_state_poll = now
+        state = self.domain.state()
+        if state.gone:
+            raise GuestDied(f"domain {self.domain.name} is gone ({state}) while its console "
+                            "was read", detail=self.console.tail())
 
     def seen(self, kind: str) -> bool:
         return any(e.kind == kind for e in self.events)

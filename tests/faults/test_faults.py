@@ -172,9 +172,11 @@ def test_full_disk_during_the_dump_keeps_the_verdict(
 
     result, err = session.run_attempt(make_case(), 1, body)
     assert err is None
-    assert result.outcome is Outcome.REPRODUCED and result.title == PANIC_TITLE
-    assert result.dump_failed and result.vmcore is None
-    assert "No space left" in (result.dump_error or ""), result.dump_error
+    why = f"{result.outcome} {result.title!r} {result.dump_error!r} {result.notes}"
+    assert result.outcome is Outcome.REPRODUCED and result.title == PANIC_TITLE, why
+    assert result.dump_failed and result.vmcore is None, why
+    assert "No space left" in (result.dump_error or "") or "truncated" in (
+        result.dump_error or ""), why
     assert any(e.fatal for e in result.events)
     assert (result.directory / "crash-report.txt").exists()
     assert b"sysrq triggered crash" in (result.directory / "console.log").read_bytes()
