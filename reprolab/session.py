@@ -27,7 +27,7 @@ from reprolab.accel import AccelInfo, detect_accel
 from reprolab.attempt import AttemptInterrupted, AttemptResult
 from reprolab.case import CaseSpec
 from reprolab.console import Console, ConsoleTimeout
-from reprolab.errors import BootTimeout, GuestDied, InfraError, LibvirtUnavailable, UserError
+from reprolab.errors import BootTimeout, InfraError, LibvirtUnavailable, UserError
 from reprolab.guest.handle import Guest
 from reprolab.guest.spec import GuestSpec, merge_cmdline
 from reprolab.kernel.artifacts import KernelArtifacts, stock_kernel
@@ -137,9 +137,11 @@ class Session:
         return bool(answered)
 
     def _typed(self, exc: InfraError) -> InfraError:
-        """A guest that "died" because libvirtd went away is libvirt's failure, not the
-        guest's: typed so, a lab pool takes the host out instead of retrying on it."""
-        if isinstance(exc, GuestDied) and self._conn is not None and not self._conn_alive():
+        """A guest that "died" (or a boot that "timed out") because libvirtd went away is
+        libvirt's failure, not the guest's: typed so, a lab pool takes the host out instead
+        of retrying on it."""
+        if (not isinstance(exc, LibvirtUnavailable) and self._conn is not None
+                and not self._conn_alive()):
             return LibvirtUnavailable(f"libvirt at {self.uri} went away mid-attempt: {exc}",
                                       detail=exc.detail)
         return exc
