@@ -37,6 +37,11 @@ class AttemptResult:
     #: The InfraError subclass (or "Interrupted") that ended an infra-error attempt: a pool
     #: takes a host out on "LibvirtUnavailable" without parsing the message.
     error_type: str | None = None
+    #: Lockups and stalls: the function the CPU was stuck in (the title names its caller).
+    stuck_in: str | None = None
+    #: The report that killed the guest when the title is a survivable first report.
+    fatal_title: str | None = None
+    fatal_kind: str | None = None
 
     @property
     def dump_failed(self) -> bool:
@@ -68,6 +73,9 @@ class AttemptResult:
             "started_at": self.started_at,
             "dump_error": self.dump_error,
             "error_type": self.error_type,
+            "stuck_in": self.stuck_in,
+            "fatal_title": self.fatal_title,
+            "fatal_kind": self.fatal_kind,
         }
 
     def write(self) -> Path:

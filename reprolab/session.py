@@ -475,8 +475,10 @@ class Session:
         )
         outcome = classify(case.expect, seen)
         if report is not None:
+            extra = "".join(f"{k}: {v}\n" for k, v in (
+                ("stuck in", report.stuck_in), ("fatal", report.fatal_title)) if v)
             (guest.directory / "crash-report.txt").write_text(
-                f"{report.title}\n\n{report.report}\n")
+                f"{report.title}\n{extra}\n{report.report}\n")
         return AttemptResult(
             case=case.name,
             index=index,
@@ -495,6 +497,9 @@ class Session:
             duration=time.monotonic() - started,
             notes=tuple(notes),
             dump_error=dump_error,
+            stuck_in=report.stuck_in if report else None,
+            fatal_title=report.fatal_title if report else None,
+            fatal_kind=report.fatal_kind if report else None,
         )
 
     def _dump(self, case: CaseSpec, guest: Guest) -> tuple[Path | None, float | None, str | None]:

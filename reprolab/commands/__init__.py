@@ -13,4 +13,5 @@ COMMANDS: list[str] = [
     "image",
     "triage",
     "repro",
+    "match",
 ]

@@ -1,8 +1,10 @@
 """``reprolab triage``: title crashes in console logs, or write a dossier from a vmcore.
 
-Logs are read as bytes and never make the command fail: a log without a crash is an answer
-("crashed": false), not an error. One JSON object per log, in order, so scripts can zip the
-output with their inputs.
+Logs are read as bytes, in bounded memory whatever their size, and odd content never makes
+the command fail: a log without a crash is an answer ("crashed": false), not an error. A log
+that cannot be read is one line on stderr (and an "error" object in JSON) while the other logs
+are still triaged; the exit status is then 2, as for any input to fix. One JSON object per
+log, in order, so scripts can zip the output with their inputs.
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from reprolab.errors import UserError
-from reprolab.triage.report import CrashReport, no_crash_json, parse_log
+from reprolab.triage.logfile import parse_file
+from reprolab.triage.report import CrashReport, no_crash_json
+
+#: Same code as a user error (reprolab.cli.EXIT_USER): a log to fix. Not imported from the
+#: CLI module, which imports this one.
+_EXIT_USER = 2
 
 
 def register(subparsers: Any) -> None:
@@ -35,13 +42,6 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"cannot read log {path}: {exc.strerror}") from None
-
-
 def _text(path: Path, rep: CrashReport | None) -> str:
     if rep is None:
         return f"{path}: no crash\n"
@@ -52,6 +52,10 @@ def _text(path: Path, rep: CrashReport | None) -> str:
     ]
     if rep.cpu is not None or rep.task:
         head.append(f"  cpu: {rep.cpu}   task: {rep.task}")
+    if rep.stuck_in:
+        head.append(f"  stuck in: {rep.stuck_in}")
+    if rep.fatal_title and rep.fatal_title != rep.title:
+        head.append(f"  fatal: {rep.fatal_title}   (kind: {rep.fatal_kind})")
     if rep.alt_titles:
         head.append("  also: " + "; ".join(rep.alt_titles))
     body = "\n".join("    " + ln for ln in rep.report.rstrip("\n").splitlines()[:60])
@@ -64,8 +68,16 @@ def run(args: argparse.Namespace) -> int:
     if args.vmcore is None and not args.logs:
         raise UserError("give console LOG files, or --vmcore DUMP")
     console: CrashReport | None = None
+    failed = 0
     for path in args.logs:
-        rep = parse_log(_read(path), questionable_frames=args.questionable_frames)
+        try:
+            rep = parse_file(path, questionable_frames=args.questionable_frames)
+        except UserError as exc:
+            failed += 1
+            print(f"reprolab: error: {exc}", file=sys.stderr)
+            if args.format == "json":
+                sys.stdout.write(json.dumps({"log": str(path), "error": str(exc)}) + "\n")
+            continue
         console = console or rep
         if args.format == "json":
             obj: dict[str, Any] = rep.to_json() if rep else no_crash_json()
@@ -83,4 +95,4 @@ def run(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write((out / "report.md").read_text())
             print(f"dossier: {path} and {out / 'report.md'}", file=sys.stderr)
-    return 0
+    return _EXIT_USER if failed else 0

@@ -165,6 +165,9 @@ def extract_stack_frames(stack: StackFmt, text: str) -> tuple[list[Frame], bool,
     if not ok and stack.parts2:
         walker.seen = []
         frames, ok = walker.run(text, stack.parts2)
+    if not ok and stack.parts3:
+        walker.seen = []
+        frames, ok = walker.run(text, stack.parts3)
     return frames, ok, walker.seen
 
 
@@ -184,8 +187,57 @@ def _stripped_variants(prefix: list[str], frames: list[Frame]) -> list[list[str]
     return out
 
 
+#: Where a rule may start: at most this many header occurrences per line, and this many in
+#: all. Rules such as "BUG: .*still has locks held!" or the multi-line report patterns would
+#: otherwise be retried at every occurrence of their header and turn quadratic on hostile
+#: input; a real report has its header once, at the start.
+MAX_STARTS_PER_LINE = 4
+MAX_STARTS = 16
+#: Title rules see this many lines of a report: every rule finds what it needs far sooner
+#: (an all-CPU backtrace comes after the stuck CPU's own stack), and the bound keeps the
+#: work per report constant.
+MAX_TITLE_LINES = 400
+
+
+def anchored_search(regex: re.Pattern[str], text: str, header: str) -> re.Match[str] | None:
+    """``regex.search(text)`` tried only where ``header`` starts (bounded, see above).
+
+    Every rule starts with its header, so the first match found this way is the first match.
+    """
+    pos = text.find(header)
+    line_end = -1
+    per_line = tries = 0
+    while pos >= 0 and tries < MAX_STARTS:
+        if pos > line_end:
+            line_end = text.find("\n", pos)
+            if line_end < 0:
+                line_end = len(text)
+            per_line = 0
+        if per_line >= MAX_STARTS_PER_LINE:
+            pos = text.find(header, line_end)
+            continue
+        per_line += 1
+        tries += 1
+        m = regex.match(text, pos)
+        if m is not None:
+            return m
+        pos = text.find(header, pos + 1)
+    return None
+
+
+def title_window(text: str) -> str:
+    """The first :data:`MAX_TITLE_LINES` lines of ``text``."""
+    end = -1
+    for _ in range(MAX_TITLE_LINES):
+        end = text.find("\n", end + 1)
+        if end < 0:
+            return text
+    return text[: end + 1]
+
+
 def extract_description(text: str, oops: Oops) -> Description:
     """Choose the rule whose title matches earliest and render its title."""
+    text = title_window(text)
     start = len(text)
     desc = ""
     corrupted = ""
@@ -194,7 +246,7 @@ def extract_description(text: str, oops: Oops) -> Description:
     matched_title = False
     seen: list[str] = []
     for f in oops.formats:
-        m = f.title.search(text)
+        m = anchored_search(f.title, text, oops.header)
         if m is None or m.start() > start:
             continue
         if m.start() == start and desc:
@@ -203,7 +255,7 @@ def extract_description(text: str, oops: Oops) -> Description:
             desc, chosen, start = "", None, m.start()
         matched_title = True
         if f.report is not None:
-            m = f.report.search(text)
+            m = anchored_search(f.report, text, oops.header)
             if m is None:
                 continue
         prefix = [g if g is not None else "" for g in m.groups()]

@@ -53,12 +53,13 @@ _LINE_RULES: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
     for p, k, f in (
         (_BOOT_FAILURE_MSG, BOOT_FAILURE, True),
         (r"Kernel panic - not syncing", PANIC, True),
-        (r"Watchdog detected hard LOCKUP|Kernel panic - not syncing: Hard LOCKUP", HARD_LOCKUP,
-         True),
+        (r"Watchdog detected hard LOCKUP|Kernel panic - not syncing: Hard LOCKUP"
+         r"|Watchdog CPU:\d+ (?:detected )?Hard LOCKUP", HARD_LOCKUP, True),
         (r"BUG: soft lockup", SOFT_LOCKUP, True),
         (r"INFO: rcu_(?:preempt|sched|bh|tasks\w*) (?:self-)?detected(?: expedited)? stall"
          r"|rcu: INFO: rcu_\w+ detected stalls? on", RCU_STALL, True),
-        (r"INFO: task .* blocked (?:in I/O wait )?for more than|INFO: task .* can't die",
+        (r"^(?:(?!INFO: task ).)*INFO: task .* "
+         r"(?:blocked (?:in I/O wait )?for more than|can't die)",
          HUNG_TASK, True),
         (r"BUG: workqueue lockup", WORKQUEUE_LOCKUP, True),
         (r"BUG: (?:spinlock|rwlock) lockup suspected", SPINLOCK_LOCKUP, True),
@@ -73,14 +74,14 @@ _LINE_RULES: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
         (r"BUG: (?:unable to handle|kernel NULL pointer|Kernel NULL pointer|Unable to handle)"
          r"|Unable to handle kernel", PAGE_FAULT, True),
         (r"possible circular locking|possible recursive locking|inconsistent lock state"
-         r"|irq lock inversion|-safe -> .*-unsafe lock order|bad unlock balance"
+         r"|irq lock inversion|-safe -> [A-Z]*-unsafe lock order|bad unlock balance"
          r"|held lock freed|still has locks held|lock held when returning"
          r"|suspicious RCU usage|non-static key|kernel/locking/lockdep\.c|Invalid wait context"
          r"|BUG: (?:spinlock|rwlock) ", LOCKDEP, False),
         (r"kernel BUG|Kernel BUG|BUG: stack guard page|PANIC: double fault", BUG, True),
         (r"invalid opcode:|divide.error:|stack segment: |Internal error:|Unhandled fault:"
          r"|Alignment trap:|\bOops(?: -|:) ", OOPS, True),
-        (r"clocksource.*(?:unstable|Unstable)|Marking clocksource .* as unstable",
+        (r"^(?:(?!clocksource).)*clocksource.*(?:unstable|Unstable)",
          CLOCKSOURCE_UNSTABLE, False),
         (r"Booting the kernel\.", REBOOT, True),
         (r"BUG:|BUG kmalloc-", BUG, False),
@@ -90,8 +91,14 @@ _LINE_RULES: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
 )
 
 
+#: Markers sit at the start of a line (after its prefix): the kind is decided on this many
+#: characters, which bounds the work on hostile lines.
+CLASSIFY_SPAN = 512
+
+
 def classify(line: str) -> tuple[str, bool]:
     """Kind and fatality of one console line already known to carry a crash marker."""
+    line = line[:CLASSIFY_SPAN]
     for regex, kind, fatal in _LINE_RULES:
         if regex.search(line):
             return kind, fatal
@@ -99,7 +106,7 @@ def classify(line: str) -> tuple[str, bool]:
 
 
 _EXTRA = re.compile(
-    r"\bOops(?: -|:) |clocksource.*(?:unstable|Unstable)|Marking clocksource .* as unstable|"
+    r"\bOops(?: -|:) |^(?:(?!clocksource).)*clocksource.*(?:unstable|Unstable)|"
     + _BOOT_FAILURE_MSG
 )
 

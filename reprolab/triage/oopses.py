@@ -25,7 +25,43 @@ from reprolab.triage.rules import (
 from reprolab.triage.rules import compile_rule as c
 
 _F = OopsFormat
+_KMSAN_ORIGIN = c("(^(?:(?!Local variable ).)*Local variable .* created at:"
+                  "|Uninit was created at:)")
 _LOCKDEP_AT = r"(?:.*\n)+?.*at: (?:{{PC}} +)?{{FUNC}}"
+
+#: The shapes of the kernel's own WARNING:/INFO:/BUG: lines (see :attr:`Oops.shapes`). Each
+#: is matched once, where the header starts, so it costs one pass over the line.
+_SRC = r"[a-zA-Z0-9\-_/.]+\.[a-zA-Z]+:[0-9]+"
+_WARNING_SHAPES = tuple(c(p) for p in (
+    r"WARNING: CPU: [0-9]+ PID: [0-9]+ at ",          # 3.x and later
+    r"WARNING: at " + _SRC,                            # 2.6/3.x: "WARNING: at FILE:LINE func()"
+    r"WARNING: (?:\[[^\]]*+\] )?" + _SRC + r" at ",   # syzkaller's other kernels
+    r"WARNING: [^\n]*? at " + _SRC + r" ",
+    r"WARNING: (?:possible (?:circular locking|recursive locking|irq lock inversion)"
+    r"|inconsistent lock state|suspicious RCU usage|bad unlock balance|held lock freed"
+    r"|Nested lock was not taken|lock held when returning|kernel stack (?:regs|frame pointer)"
+    r"|[A-Z]++-safe -> |[^\n]*?still has locks held!)",
+    r"WARNING:\s*$",
+))
+_INFO_SHAPES = tuple(c(p) for p in (
+    r"INFO: (?:possible (?:circular locking|recursive locking|irq lock inversion)"
+    r"|inconsistent lock state|SOFTIRQ-safe -> |trying to register non-static key"
+    r"|suspicious RCU usage|(?:Freed|Allocated) in )",
+    r"INFO: rcu_[a-z_]++ (?:self-)?detected",
+    r"INFO: task [^\n]*? (?:blocked (?:in I/O wait )?for more than|can't die for more than)",
+    r"INFO: \S++ (?:self-)?detected stalls? on",
+    r"INFO:\s*$",
+))
+_BUG_SHAPES = tuple(c(p) for p in (
+    r"BUG: (?:KASAN|KMSAN|KCSAN|KFENCE|soft lockup|workqueue|spinlock|rwlock|scheduling while"
+    r"|sleeping function|using |unable to handle|Unable to handle|kernel NULL|Kernel NULL"
+    r"|Bad page|Bad rss|non-zero |Dentry |lock held when|bad unlock balance|held lock freed"
+    r"|memory leak|Invalid wait context|stack guard page|[^\n]*?still has locks held!"
+    r"|[^\n]*?stack guard page was hit)",
+    r"BUG: [a-zA-Z0-9_-]++ \(",                        # slab: "BUG: kmalloc-64 (Tainted: G"
+    r"BUG: [^\n]*?(?:!|too low|corrupted|detected)",  # "BUG: MAX_LOCK_DEPTH too low!", ...
+    r"BUG:\s*$",
+))
 
 _BUG = Oops(
     "BUG:",
@@ -52,7 +88,7 @@ _BUG = Oops(
            "KMSAN: kernel-usb-infoleak in %[2]v",
            report=c("BUG: KMSAN: kernel-usb-infoleak in {{FUNC}}"),
            alt=("KMSAN origin in %[3]v",),
-           stack=StackFmt((PARSE_STACK, c("(Local variable .* created at:|Uninit was created at:)"),
+           stack=StackFmt((PARSE_STACK, _KMSAN_ORIGIN,
                            PARSE_STACK),
                           skip=("alloc_skb", "usb_submit_urb", "usb_start_wait_urb", "usb_bulk_msg",
                                 "usb_interrupt_msg", "usb_control_msg")),
@@ -61,7 +97,7 @@ _BUG = Oops(
            "KMSAN: %[1]v in %[3]v",
            report=c(r"BUG: KMSAN: ([a-z\-]+) in {{FUNC}}"),
            alt=("bad-access in %[3]v",),
-           stack=StackFmt((PARSE_STACK, c("(Local variable .* created at:|Uninit was created at:)"),
+           stack=StackFmt((PARSE_STACK, _KMSAN_ORIGIN,
                            PARSE_STACK),
                           skip=("alloc_skb", "netlink_ack", "netlink_rcv_skb", "_encrypt$",
                                 "^(?:crypto|cipher|drbg|rng)_")),
@@ -150,6 +186,7 @@ _BUG = Oops(
     ),
     (c("ODEBUG:"), c("Boot_DEBUG:"), c("xlog_status:"), c("DEBUG:"),
      c("BUG: no syscalls can create resource")),
+    _BUG_SHAPES,
 )
 
 _WARNING = Oops(
@@ -189,6 +226,8 @@ _WARNING = Oops(
         _F(c("WARNING: .* at {{SRC}} {{FUNC}}"), "WARNING in %[3]v", stack=warning_stack()),
         _F(c("WARNING: {{SRC}} at {{FUNC}}"), "WARNING in %[3]v", stack=warning_stack()),
         _F(c(r"WARNING: \[.*\] {{SRC}} at {{FUNC}}.*"), "WARNING in %[3]v", stack=warning_stack()),
+        # 2.6/3.x: "WARNING: at kernel/watchdog.c:393 watchdog_overflow_callback+0xd0/0xe0()".
+        _F(c("WARNING: at {{SRC}} {{FUNC}}"), "WARNING in %[3]v", stack=warning_stack()),
         _F(c("WARNING: possible circular locking dependency detected"),
            "possible deadlock in %[1]v",
            report=c(r"WARNING: possible circular locking dependency detected(?:.*\n)+?.*is trying "
@@ -202,7 +241,7 @@ _WARNING = Oops(
            report=c(r"WARNING: possible irq lock inversion dependency detected(?:.*\n)+?.*just "
                     r"changed the state of lock" + _LOCKDEP_AT)),
         _F(c("WARNING: .*-safe -> .*-unsafe lock order detected"), "possible deadlock in %[1]v",
-           stack=StackFmt((c("which became (?:.*) at:"), PARSE_STACK))),
+           stack=StackFmt((c("^(?:(?!which became ).)*which became (?:.*) at:"), PARSE_STACK))),
         _F(c("WARNING: possible recursive locking detected"), "possible deadlock in %[1]v",
            report=c(r"WARNING: possible recursive locking detected(?:.*\n)+?.*is trying to "
                     r"acquire lock" + _LOCKDEP_AT)),
@@ -231,12 +270,14 @@ _WARNING = Oops(
      c("WARNING: [Tt]he mand mount option"),
      c(r"WARNING: Unsupported flag value\(s\) of 0x%x in DT_FLAGS_1"),
      c("WARNING: Unprivileged eBPF is enabled with eIBRS"),
-     c(r"WARNING: fbcon: Driver '(.*)' missed to adjust virtual screen size"),
-     c("WARNING: See https.* for mitigation options."),
+     c(r"WARNING: fbcon: Driver '([^']*+)' missed to adjust virtual screen size"),
+     c("WARNING: See https[^ ]* for mitigation options."),
      c("WARNING: kernel not compiled with CPU_SRSO"),
-     c(r"EXT4-[Ff][Ss](?: \(.*\))?:"),
-     c(r"(?i)warning: .* uses (deprecated v2 capabilities|wireless extensions)"),
+     c(r"EXT4-[Ff][Ss](?: \([^)]*+\))?:"),
+     c(r"(?i)^(?:(?!warning: ).)*warning: .* uses "
+       r"(deprecated v2 capabilities|wireless extensions)"),
      c(r"XFS \(\w+\): WARNING")),
+    _WARNING_SHAPES,
 )
 
 _INFO_LOCKDEP = (
@@ -258,6 +299,16 @@ _INFO = Oops(
              report=c(r"INFO: " + head + r" \](?:.*\n)+?.*" + mid
                       + r"(?:.*\n)+?.*at: {{PC}} +{{FUNC}}"))
           for head, mid, fmt in _INFO_LOCKDEP),
+        _F(c("INFO: rcu_(?:preempt|sched|bh|tasks(?:_trace|_rude)?) self-detected"
+             "(?: expedited)? stall"),
+           "INFO: rcu detected stall in %[1]v", alt=("stall in %[1]v",),
+           stack=StackFmt((c("apic_timer_interrupt"), RIP_FRAME, PARSE_STACK),
+                          parts2=(c("(?:apic_timer_interrupt|Exception stack|el1h_64_irq)"),
+                                  PARSE_STACK),
+                          skip=("apic_timer_interrupt", "rcu"), extractor=stall_frame,
+                          # 6.x self-detected stalls show the interrupted registers only
+                          # (dump_cpu_task -> show_regs): RIP line, then the task's stack.
+                          parts3=(RIP_FRAME, CALL_TRACE, PARSE_STACK))),
         _F(c("INFO: rcu_(?:preempt|sched|bh|tasks(?:_trace|_rude)?) (?:self-)?detected"
              "(?: expedited)? stall"),
            "INFO: rcu detected stall in %[1]v", alt=("stall in %[1]v",),
@@ -281,8 +332,10 @@ _INFO = Oops(
     ),
     (c("INFO: lockdep is turned off"), c("INFO: Stall ended before state dump start"),
      c("INFO: NMI handler"), c("INFO: recovery required on readonly filesystem"),
-     c("(handler|interrupt).*took too long"), c("INFO: sys_.* is not present in /proc/kallsyms"),
+     c("^(?:(?!handler|interrupt).)*(?:handler|interrupt).*took too long"),
+     c("INFO: sys_[^ ]* is not present in /proc/kallsyms"),
      c("INFO: no syscalls can create resource"), c("rmt_storage:INFO:"), c("_INFO:")),
+    _INFO_SHAPES,
 )
 
 
@@ -401,6 +454,20 @@ HARD_LOCKUP = Oops(
         # lockup, and a missing one already marks the report corrupted.
         no_stack_trace=True),),
 )
+#: powerpc's own watchdog (arch/powerpc/kernel/watchdog.c): "Watchdog CPU:80 detected Hard
+#: LOCKUP other CPUS:1,3-8" from the CPU that noticed, "Watchdog CPU:1 Hard LOCKUP" from the
+#: stuck one, with its NIP and stack.
+PPC_HARD_LOCKUP = Oops(
+    "Watchdog CPU:",
+    (_F(c("Watchdog CPU:[0-9]+ Hard LOCKUP"), "BUG: hard lockup in %[1]v",
+        alt=("stall in %[1]v",),
+        stack=StackFmt((RIP_FRAME, CALL_TRACE, PARSE_STACK), parts2=(CALL_TRACE, PARSE_STACK),
+                       skip=_NMI_PLUMBING),
+        no_stack_trace=True),
+     _F(c("Watchdog CPU:[0-9]+ detected Hard LOCKUP"), "BUG: hard lockup",
+        no_stack_trace=True)),
+    shapes=(c("Watchdog CPU:[0-9]+ (?:detected )?Hard LOCKUP"),),
+)
 RT_THROTTLING = _simple("sched: RT throttling activated", "sched: RT throttling activated",
                         "sched: RT throttling activated", no_stack_trace=True)
 
@@ -415,10 +482,12 @@ LINUX_OOPSES: tuple[Oops, ...] = (
             stack=rip_stack()),
     _simple("general protection fault", "general protection fault.*:",
             "general protection fault in %[1]v", alt=("bad-access in %[1]v",), stack=rip_stack(),
-            suppress=(r"general protection fault .* error:\d+ in ",)),
+            suppress=(r"^(?:(?!general protection fault ).)*general protection fault .* "
+                      r"error:\d+ in ",)),
     _simple("stack segment: ", "stack segment: ", "stack segment fault in %[1]v",
             stack=rip_stack()),
     HARD_LOCKUP,  # before the panic rule: "Kernel panic - not syncing: Watchdog detected hard..."
+    PPC_HARD_LOCKUP,
     _PANIC,
     _simple("PANIC: double fault", "PANIC: double fault", "PANIC: double fault in %[1]v",
             stack=StackFmt((RIP_FRAME,))),

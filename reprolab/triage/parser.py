@@ -13,11 +13,16 @@ import re
 from dataclasses import dataclass
 
 from reprolab.triage import kinds
+from reprolab.triage.lines import LINE_CAP, normalise
 from reprolab.triage.oopses import LINUX_OOPSES
 
 #: A line longer than this is cut and its remainder treated as a new line: a flood without
-#: newlines must not grow memory without bound, and markers sit at the start of lines.
-MAX_LINE = 64 * 1024
+#: newlines must not grow memory without bound, and the work per line stays bounded. The same
+#: cap as the whole-log parser's (:data:`reprolab.triage.lines.LINE_CAP`), so chunked and
+#: whole input see the same lines.
+MAX_LINE = LINE_CAP
+_PRINTK_TIME = re.compile(rb"(?m)^(?:<[0-9]{1,3}>)?\[ *[0-9]+\.[0-9]+\]")
+_REBOOT_HEADER = "Booting the kernel."
 
 _MARKERS = sorted(
     {o.header for o in LINUX_OOPSES}
@@ -50,7 +55,7 @@ class Event:
 
 
 def _decode(raw: bytes) -> str:
-    return raw.decode("utf-8", errors="replace").replace("\r", "").rstrip()
+    return normalise(raw.decode("utf-8", errors="replace").replace("\r", "")).rstrip()
 
 
 def _cpu_of(line: str, caller: str | None) -> int | None:
@@ -70,6 +75,7 @@ class ConsoleParser:
         self._pending_offset = 0
         self._banners = 0
         self._closed = False
+        self._kernel_seen = False
 
     def feed(self, chunk: bytes) -> list[Event]:
         """Events completed by this chunk (possibly none)."""
@@ -108,26 +114,35 @@ class ConsoleParser:
         events: list[Event] = []
         seen_line = -1
         for m in _MARKER_RE.finditer(block):
-            start = block.rfind(b"\n", 0, m.start()) + 1
+            line_start = block.rfind(b"\n", 0, m.start()) + 1
+            # Pieces of MAX_LINE bytes, as feed() cuts a line that has no newline yet.
+            start = line_start + (m.start() - line_start) // MAX_LINE * MAX_LINE
             if start == seen_line:
                 continue  # one event per line: the first marker decides
             seen_line = start
-            end = block.find(b"\n", m.start())
+            end = min(block.find(b"\n", m.start()), start + MAX_LINE)
+            if not self._kernel_seen and _PRINTK_TIME.search(block, 0, start) is not None:
+                self._kernel_seen = True
             event = self._line_event(_decode(block[start:end]), base + start)
             if event is not None:
                 events.append(event)
+        if not self._kernel_seen and _PRINTK_TIME.search(block) is not None:
+            self._kernel_seen = True
         return events
 
     def _line_event(self, line: str, offset: int) -> Event | None:
         cm = _CALLER.match(line)
         caller = f"{cm.group(1)}{cm.group(2)}" if cm else None
         if _BOOT_BANNER.search(line):
+            self._kernel_seen = True
             self._banners += 1
             if self._banners < 2:
                 return None
             return Event(kinds.REBOOT, line, offset, None, True, caller)
         if "---[ end " in line:
             return None  # the trailer of a report already announced ("---[ end Kernel panic")
+        if _REBOOT_HEADER in line and not self._kernel_seen:
+            return None  # the decompressor's line of the first boot, not a reboot
         if not any(o.matches(line) for o in LINUX_OOPSES) and not kinds.extra_marker(line):
             return None
         kind, fatal = kinds.classify(line)

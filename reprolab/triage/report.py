@@ -10,12 +10,13 @@ same context (fifty with task ids) are prepended because they often say what was
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from reprolab.triage import kinds
 from reprolab.triage.demangle import demangle
 from reprolab.triage.extract import CORRUPTED_NO_FRAMES, extract_description, is_corrupted
+from reprolab.triage.lines import console_lines
 from reprolab.triage.oopses import (
     HARD_LOCKUP,
     INFO_MESSAGES_WITH_STACK,
@@ -62,8 +63,16 @@ class CrashReport:
     type: str | None = None
     fatal: bool = True
     corrupted_reason: str = ""
-    start: int = 0  # character offset of the report's first line in the log
+    start: int = 0  # character offset of the report's first line in the (normalised) log
     end: int = 0
+    #: Lockups and stalls: the function the CPU was stuck in (crash's exception RIP, the RIP
+    #: line, or the top reliable frame), next to the syzkaller-style title, which names the
+    #: caller of the dispatch entry point for stable grouping.
+    stuck_in: str | None = None
+    #: The first fatal report (the one that killed the guest). syzkaller titles a log after
+    #: its first report, often a survivable WARNING; what brought the machine down is this.
+    fatal_title: str | None = None
+    fatal_kind: str | None = None
 
     @property
     def signature(self) -> Signature:
@@ -88,12 +97,16 @@ class CrashReport:
             "fatal": self.fatal,
             "corrupted_reason": self.corrupted_reason,
             "signature": self.signature.key,
+            "stuck_in": self.stuck_in,
+            "fatal_title": self.fatal_title,
+            "fatal_kind": self.fatal_kind,
         }
 
 
 def no_crash_json() -> dict[str, Any]:
     return {"crashed": False, "title": None, "alt_titles": [], "kind": None, "frame": None,
-            "corrupted": False, "report": ""}
+            "corrupted": False, "report": "", "stuck_in": None, "fatal_title": None,
+            "fatal_kind": None}
 
 
 def extract_context(line: str) -> str:
@@ -107,9 +120,8 @@ def _strip_prefix(line: str, context: str, use_questionable: bool = False
                   ) -> tuple[str, bool]:
     """Drop the timestamp/caller prefix; "? frame" lines are unreliable, flag them (or, with
     ``use_questionable``, keep them as plain frames)."""
-    if not context:
-        return line, False
-    line = line[line.find("] ") + 2:]
+    if context:
+        line = line[line.find("] ") + 2:]
     if "<EOI>" not in line:
         if _QUESTIONABLE.search(line):
             # func+0x46/0x46 points past the function's end: a stale word, never a caller.
@@ -120,11 +132,26 @@ def _strip_prefix(line: str, context: str, use_questionable: bool = False
     return line, False
 
 
-def _first_oops(lines: list[str]) -> tuple[Oops, int] | None:
-    for i, line in enumerate(lines):
-        if any(h in line for h in _HEADERS):
+_PRINTK_TIME = re.compile(r"^(?:\<[0-9]+\>)?\[ *[0-9]+\.[0-9]+\]")
+_REBOOT_HEADER = "Booting the kernel."
+
+
+def _first_oops(lines: list[str], begin: int = 0,
+                fatal_only: bool = False) -> tuple[Oops, int] | None:
+    # The decompressor's "Booting the kernel." opens every x86 boot log: it means a reboot
+    # only once a kernel has been running in this log.
+    kernel_seen = False
+    for i in range(begin, len(lines)):
+        line = lines[i]
+        if not kernel_seen and (_PRINTK_TIME.match(line) or _BOOT_BANNER.search(line)):
+            kernel_seen = True
+        if _HEADER_RE.search(line):
+            if _REBOOT_HEADER in line and not kernel_seen:
+                continue
             for oops in LINUX_OOPSES:
                 if oops.matches(line):
+                    if fatal_only and not kinds.classify(line)[1]:
+                        break
                     return _prefer_nearby(lines, oops, i)
     return None
 
@@ -156,6 +183,8 @@ def _prefer_nearby(lines: list[str], oops: Oops, i: int) -> tuple[Oops, int]:
 
 
 _HEADERS = tuple({o.header for o in LINUX_OOPSES})
+#: One C-level scan per line instead of a Python loop over every header.
+_HEADER_RE = re.compile("|".join(re.escape(h) for h in sorted(_HEADERS, key=len, reverse=True)))
 
 
 @dataclass
@@ -193,7 +222,7 @@ def _find_report(lines: list[str], start: int, context: str, use_questionable: b
         ctx1 = extract_context(line)
         stripped, questionable = _strip_prefix(line, ctx1, use_questionable)
         is_oops_line = i == start
-        if any(h in line for h in _HEADERS):
+        if _HEADER_RE.search(line):
             for oops in LINUX_OOPSES:
                 if not oops.matches(line):
                     continue
@@ -288,11 +317,30 @@ def parse_log(text: str | bytes, *, questionable_frames: bool = False) -> CrashR
     whose every frame is printed with "?"; leave it off otherwise, since "?" frames are
     often stale return addresses from another call chain.
     """
-    log = _decode(text).replace("\r\n", "\n")
-    lines = log.split("\n")
+    lines = console_lines(_decode(text))
+    return parse_lines(lines, questionable_frames=questionable_frames)
+
+
+def parse_lines(lines: list[str], *, questionable_frames: bool = False) -> CrashReport | None:
+    """:func:`parse_log` on lines already normalised by :mod:`reprolab.triage.lines`."""
+    log = "\n".join(lines)
     found = _first_oops(lines)
     if found is None:
         return _silent_reboot(lines)
+    rep = _titled_report(log, lines, found, questionable_frames)
+    bt = crash_bt(lines)
+    rep = _with_stuck_in(rep, bt)
+    if rep.fatal:
+        return replace(rep, fatal_title=rep.title, fatal_kind=rep.kind)
+    fatal = _first_oops(lines, found[1] + 1, fatal_only=True)
+    if fatal is None:
+        return rep
+    frep = _titled_report(log, lines, fatal, questionable_frames)
+    return replace(rep, fatal_title=frep.title, fatal_kind=frep.kind)
+
+
+def _titled_report(log: str, lines: list[str], found: tuple[Oops, int],
+                   questionable_frames: bool) -> CrashReport:
     rep = _report_at(log, lines, *found)
     if questionable_frames and rep.corrupted_reason == CORRUPTED_NO_FRAMES:
         rep = _report_at(log, lines, *found, use_questionable=True)
@@ -303,6 +351,126 @@ def parse_log(text: str | bytes, *, questionable_frames: bool = False) -> CrashR
         if later is not None:
             return _report_at(log, lines, *later, use_questionable=questionable_frames)
     return rep
+
+
+@dataclass(frozen=True)
+class CrashBacktrace:
+    """One task's stack from crash's ``bt`` (``PID: .. TASK: .. CPU: ..`` and ``#N`` frames)."""
+
+    cpu: int | None
+    exception_rip: str | None
+    frames: tuple[str, ...]
+
+
+_BT_HEADER = re.compile(r"^PID: +\d+ +TASK: +[0-9a-f]+ +CPU: +(\d+) +COMMAND:")
+_BT_FRAME = re.compile(r"^ {0,3}#\d+ \[[0-9a-f]+\] ([A-Za-z0-9_.]+) at [0-9a-f]+")
+_BT_RIP = re.compile(r"^ *\[exception RIP: ([A-Za-z0-9_.]+)(?:\+\d+)?\]")
+#: crash's own NMI/IPI plumbing on top of the interrupted stack.
+_BT_PLUMBING = re.compile(
+    r"crash_nmi_callback|nmi_handle|do_nmi|end_repeat_nmi|default_do_nmi|exc_nmi|"
+    r"machine_kexec|__crash_kexec|crash_kexec|panic|nmi_|native_safe_halt"
+)
+
+
+def crash_bt(lines: list[str]) -> list[CrashBacktrace]:
+    """The stacks of crash's ``bt`` output pasted into a log (field reports often carry one)."""
+    out: list[CrashBacktrace] = []
+    cpu: int | None = None
+    rip: str | None = None
+    frames: list[str] = []
+    inside = False
+    for line in lines:
+        if "#" not in line and "PID:" not in line and "exception RIP" not in line:
+            continue
+        h = _BT_HEADER.match(line)
+        if h is not None:
+            if inside:
+                out.append(CrashBacktrace(cpu, rip, tuple(frames)))
+            inside, cpu, rip, frames = True, int(h.group(1)), None, []
+            continue
+        if not inside:
+            m = _BT_FRAME.match(line)
+            if m is None:
+                m2 = _BT_RIP.match(line)
+                if m2 is None:
+                    continue
+                rip = rip or m2.group(1)
+            inside = True
+            if m is not None:
+                frames.append(m.group(1))
+            continue
+        m = _BT_FRAME.match(line)
+        if m is not None:
+            if len(frames) < MAX_REPORT_FRAMES:
+                frames.append(m.group(1))
+            continue
+        r = _BT_RIP.match(line)
+        if r is not None and rip is None:
+            rip = r.group(1)
+    if inside:
+        out.append(CrashBacktrace(cpu, rip, tuple(frames)))
+    return out
+
+
+#: Kinds where a CPU is stuck: their reports get a ``stuck_in`` function.
+STUCK_KINDS = frozenset({kinds.HARD_LOCKUP, kinds.SOFT_LOCKUP, kinds.RCU_STALL,
+                         kinds.SPINLOCK_LOCKUP})
+#: What the detectors and the interrupt that runs them put on top of the stuck stack.
+_DETECTOR_FRAMES = re.compile(
+    r"^(?:dump_stack|show_regs|show_stack|nmi_|watchdog|perf_|__perf|x86_pmu|intel_pmu|"
+    r"amd_pmu|_pmu_|arch_trigger|trigger_|rcu_|print_cpu_stall|check_cpu_stall|"
+    r"update_process_times|tick_|__hrtimer|hrtimer_|__sysvec|sysvec_|asm_sysvec|"
+    r"smp_apic_timer|apic_timer|local_apic|irq_exit|__irq_exit|handle_irq|do_IRQ|"
+    r"el1h_|el1_interrupt|gic_|warn_slowpath|__warn|panic|do_nmi|end_repeat_nmi|"
+    r"default_do_nmi|exc_nmi|asm_exc_nmi|lockup_detector|softlockup_fn)"
+)
+_RIP_LINE = re.compile(r"\b(?:RIP|EIP|NIP|pc |PC is at|IP)")
+#: 2.6/3.x i386 and ARM: "EIP is at _raw_spin_lock+0x25/0x30", "PC is at func+0x10/0x20".
+_IS_AT = re.compile(r"\b(?:EIP|RIP|IP|NIP|PC|pc) is at ([A-Za-z0-9_.]+)")
+
+
+def _stuck_in(rep: CrashReport, bts: list[CrashBacktrace]) -> str | None:
+    for bt in bts:
+        if bt.exception_rip and (rep.cpu is None or bt.cpu is None or bt.cpu == rep.cpu):
+            return bt.exception_rip
+    for line in rep.report.split("\n"):
+        if _RIP_LINE.search(line) is None:
+            continue
+        at = _IS_AT.search(line)
+        if at is not None and not _DETECTOR_FRAMES.search(at.group(1)):
+            return at.group(1)
+        m = RIP_FRAME.search(line)
+        if m is not None:
+            name = next((demangle(g) for g in m.groups() if g), None)
+            if name and not _DETECTOR_FRAMES.search(name):
+                return name
+    for bt in bts:
+        if rep.cpu is None or bt.cpu is None or bt.cpu == rep.cpu:
+            for f in bt.frames:
+                if not _DETECTOR_FRAMES.search(f) and not _BT_PLUMBING.search(f):
+                    return f
+    for f in rep.frames:
+        if not _DETECTOR_FRAMES.search(f):
+            return f
+    return None
+
+
+def _with_stuck_in(rep: CrashReport, bts: list[CrashBacktrace]) -> CrashReport:
+    if rep.kind not in STUCK_KINDS:
+        return rep
+    stuck = _stuck_in(rep, bts)
+    if stuck is None:
+        return rep
+    rip = next((bt.exception_rip for bt in bts if bt.exception_rip
+                and (rep.cpu is None or bt.cpu is None or bt.cpu == rep.cpu)), None)
+    if rep.kind == kinds.HARD_LOCKUP and rip is not None:
+        # crash read the RIP the NMI interrupted from the dump: exact, where the console's
+        # unwinder often shows only "?" frames. Hard-lockup titles name the RIP.
+        title = f"BUG: hard lockup in {rip}"
+        return replace(rep, stuck_in=stuck, title=title, frame=rip, corrupted=False,
+                       corrupted_reason="", alt_titles=(f"stall in {rip}",),
+                       type=title_type(title))
+    return replace(rep, stuck_in=stuck)
 
 
 _BOOT_BANNER = re.compile(r"(?:^|\] )Linux version [0-9]")
@@ -336,6 +504,12 @@ def _later_soft_lockup(lines: list[str], start: int) -> tuple[Oops, int] | None:
 def _report_at(log: str, lines: list[str], oops: Oops, start: int,
                use_questionable: bool = False) -> CrashReport:
     context = extract_context(lines[start])
+    if not context:
+        # A header line that lost its timestamp (cut by the line before it, or a console
+        # that joined mid-line) is followed by the kernel's stamped lines: follow those.
+        following = [extract_context(ln) for ln in lines[start + 1 : start + 3] if ln.strip()]
+        if following and all(c == _CONSOLE for c in following):
+            context = _CONSOLE
     cut = _find_report(lines, start, context, use_questionable)
     body = _join(cut.report)
     desc = extract_description(_join(cut.report[: cut.report_end]), oops)

@@ -46,6 +46,8 @@ class StackFmt:
     parts2: tuple[Part, ...] = ()
     skip: tuple[str, ...] = ()
     extractor: Extractor | None = None
+    #: Tried when parts and parts2 find nothing (a format syzkaller's corpus never shows).
+    parts3: tuple[Part, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,9 +70,28 @@ class Oops:
     header: str
     formats: tuple[OopsFormat, ...]
     suppressions: tuple[re.Pattern[str], ...] = field(default_factory=tuple)
+    #: For words anyone prints (``WARNING:``, ``INFO:``, ``BUG:``): the line counts only when
+    #: one of these matches where the header starts, i.e. it has the shape the kernel prints.
+    #: Firmware, bootloaders, init systems and user programs print these words too.
+    shapes: tuple[re.Pattern[str], ...] = ()
 
     def matches(self, line: str) -> bool:
-        return self.header in line and not any(s.search(line) for s in self.suppressions)
+        pos = line.find(self.header)
+        if pos < 0:
+            return False
+        if self.shapes and not any(s.match(line, pos, pos + SHAPE_SPAN) for s in self.shapes):
+            # A kernel message of its own wording ("WARNING: foo" from a driver) still counts
+            # when the printk timestamp proves the kernel printed it, right before the word.
+            m = _PRINTK_PREFIX.match(line)
+            if m is None or m.end() != pos:
+                return False
+        return not any(s.search(line) for s in self.suppressions)
+
+
+#: A kernel message names what it is within its first few hundred characters; looking no
+#: further keeps the check cheap on hostile lines.
+SHAPE_SPAN = 512
+_PRINTK_PREFIX = re.compile(r"(?:<[0-9]{1,3}>)?\[ *[0-9]+\.[0-9]+\](?:\[ *[CT][0-9]+\])? ")
 
 
 RIP_FRAME = compile_rule(
@@ -96,6 +117,12 @@ FRAME_RES: tuple[re.Pattern[str], ...] = (
     compile_rule(r"^ *(?:<<?[A-Z]+>>? +)*(?:{{PC}} ){0,2}{{FUNC}}"),
     # ARM prints "[<pc>] (func) from [<pc>] (caller+...)": take both.
     compile_rule(r"^ *{{PC}} \(([a-zA-Z0-9_.]+)\) from {{PC}} \({{FUNC}}"),
+    # 2.6-era ARM: "[<pc>](func+0x0/0xf8) from [<pc>](caller+0x84/0x1dc)".
+    compile_rule(r"^ *{{PC}} ?\({{FUNC}}0x[0-9a-f]+/0x[0-9a-f]+\) from {{PC}} ?\({{FUNC}}"),
+    # ARM since 5.x: "func from caller+0x10/0x14".
+    compile_rule(r"^ *([a-zA-Z0-9_.]+) from {{FUNC}}0x[0-9a-f]+/0x[0-9a-f]+"),
+    # crash's `bt`: " #4 [ffff88203f283e88] tg_unthrottle_up at ffffffff810c7a68".
+    compile_rule(r"^ *#[0-9]+ \[[0-9a-f]+\] ([a-zA-Z0-9_.]+) at [0-9a-f]+"),
 )
 
 #: Generic plumbing that never names a bug: sanitizers, panic/report helpers, locking,

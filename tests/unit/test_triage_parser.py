@@ -45,6 +45,15 @@ def test_sysrq_panic_event_has_offset_and_no_cr() -> None:
     assert SYSRQ[ev.offset :].startswith(b"[    4.032776] Kernel panic")
 
 
+def test_first_boot_decompressor_line_is_not_a_reboot() -> None:
+    """x86's decompressor prints "Booting the kernel." on every boot: only after a kernel
+    has been running in the log does it mean the machine reset."""
+    first_boot = b"Decompressing Linux... Parsing ELF... done.\nBooting the kernel.\n"
+    assert feed_all(first_boot, []) == []
+    second = first_boot + b"[    0.000000] Linux version 6.12.0\n[  5.1] x\n" + first_boot
+    assert [e.kind for e in feed_all(second, [7, 50])] == [kinds.REBOOT]
+
+
 def test_partial_line_waits_for_newline_then_close_flushes() -> None:
     p = ConsoleParser()
     assert p.feed(b"[ 1.0] Kernel panic - not syn") == []
@@ -87,7 +96,7 @@ def test_partial_line_waits_for_newline_then_close_flushes() -> None:
          "unstable because the skew is too large:", kinds.CLOCKSOURCE_UNSTABLE, False),
         ("[    1.0] Kernel panic - not syncing: VFS: Unable to mount root fs on "
          "unknown-block(0,0)", kinds.BOOT_FAILURE, True),
-        ("Booting the kernel.", kinds.REBOOT, True),
+        ("[   12.5] reboot: Restarting system\nBooting the kernel.", kinds.REBOOT, True),
     ],
 )
 def test_line_kinds(line: str, kind: str, fatal: bool) -> None:
