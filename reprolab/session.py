@@ -87,8 +87,12 @@ class Session:
         self._images: dict[tuple[str, str], GuestImage] = {}
         self.reaped: list[Reaped] = []
         self.run_dir = runtime_root() / f"session-{secrets.token_hex(4)}"
-        claim(self.run_dir)  # a SIGKILLed runner's scratch is reaped by the next session
-        self.reaped_scratch: list[ReapedScratch] = []
+        claim(self.run_dir)
+        # What SIGKILLed runners left (their domains went with their connections).
+        self.reaped_scratch: list[ReapedScratch] = reap_scratch(self.run_dir.parent,
+                                                                keep=self.run_dir)
+        for each in self.reaped_scratch:
+            log.warning("reaped scratch %s: %s", each.path, each.reason)
         self._attempt_dir: Path | None = None
         #: Files on the libvirt host: shipped there (qemu+ssh) or used in place (local).
         self.files: HostFiles = host_files(uri, self.run_dir.name)
@@ -106,9 +110,6 @@ class Session:
             self.reaped = reap_orphans(self._conn, mine=lost)
             for r in self.reaped:
                 log.warning("reaped orphan domain %s: %s", r.name, r.reason)
-            self.reaped_scratch = reap_scratch(self.run_dir.parent, keep=self.run_dir)
-            for each in self.reaped_scratch:
-                log.warning("reaped scratch %s: %s", each.path, each.reason)
         return self._conn
 
     def _conn_alive(self, *, rpc: bool = True) -> bool:
@@ -391,8 +392,8 @@ class Session:
         def infra(exc: InfraError | UserError) -> AttemptResult:
             if isinstance(exc, InfraError):
                 exc = self._typed(exc)
-            if exc.detail:
-                (directory / "error.txt").write_text(f"{exc}\n\n{exc.detail}\n")
+            # Always written: a boot that timed out before printing anything has no detail.
+            (directory / "error.txt").write_text(f"{exc}\n\n{exc.detail or ''}\n")
             return AttemptResult(case.name, index, Outcome.INFRA_ERROR, directory, accel,
                                  error=str(exc), duration=time.monotonic() - started,
                                  notes=(*notes, f"error-type={type(exc).__name__}"),
