@@ -32,11 +32,20 @@ class AttemptResult:
     notes: tuple[str, ...] = field(default=())
     #: Wall-clock start (ISO 8601, UTC): lines attempts of parallel workers up in time.
     started_at: str = ""
+    #: Why the vmcore is missing although a dump was asked for (the verdict still stands).
+    dump_error: str | None = None
+    #: The InfraError subclass (or "Interrupted") that ended an infra-error attempt: a pool
+    #: takes a host out on "LibvirtUnavailable" without parsing the message.
+    error_type: str | None = None
     #: Lockups and stalls: the function the CPU was stuck in (the title names its caller).
     stuck_in: str | None = None
     #: The report that killed the guest when the title is a survivable first report.
     fatal_title: str | None = None
     fatal_kind: str | None = None
+
+    @property
+    def dump_failed(self) -> bool:
+        return self.dump_error is not None
 
     @property
     def hit(self) -> bool:
@@ -62,6 +71,8 @@ class AttemptResult:
             "notes": list(self.notes),
             "directory": str(self.directory),
             "started_at": self.started_at,
+            "dump_error": self.dump_error,
+            "error_type": self.error_type,
             "stuck_in": self.stuck_in,
             "fatal_title": self.fatal_title,
             "fatal_kind": self.fatal_kind,
@@ -71,3 +82,15 @@ class AttemptResult:
         path = self.directory / "result.json"
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
         return path
+
+
+class AttemptInterrupted(KeyboardInterrupt):
+    """Ctrl-C during an attempt, raised after its ``result.json`` was written.
+
+    Still a KeyboardInterrupt (the run stops), but it carries the attempt's result so the
+    caller can add the run's line to ``results.jsonl`` before it goes.
+    """
+
+    def __init__(self, result: AttemptResult) -> None:
+        super().__init__(f"interrupted: {result.case} attempt {result.index}")
+        self.result = result

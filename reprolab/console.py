@@ -56,6 +56,10 @@ class Console:
         #: Polled by waits: a non-None answer (say, "the guest panicked") ends them early.
         self.stop_check: Callable[[], str | None] | None = None
         self._synced = False
+        #: Bytes the log could not take yet (a full disk): kept and retried, never dropped.
+        self._unwritten = bytearray()
+        #: The first write error, for the attempt's notes.
+        self.write_error: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def attach(self, timeout: float = 15.0) -> None:
@@ -80,6 +84,8 @@ class Console:
             self._child.close(force=True)
             self._child = None
         if self._log is not None:
+            if self._unwritten:
+                self._write_log(b"")
             self._log.close()
             self._log = None
 
@@ -114,11 +120,25 @@ class Console:
             data += more
         return data
 
+    def _write_log(self, data: bytes) -> None:
+        """Append to console.log; on a full disk keep the bytes and retry on the next write."""
+        assert self._log is not None
+        self._unwritten += data
+        try:
+            while self._unwritten:
+                n = self._log.write(self._unwritten)
+                del self._unwritten[: n or 0]
+                if not n:
+                    break
+        except OSError as exc:
+            if self.write_error is None:
+                self.write_error = f"console.log write failed ({exc}); bytes kept in memory"
+
     def _record(self, data: bytes) -> None:
         self.bytes_seen += len(data)
         self.last_output = time.monotonic()
         if self._log is not None:
-            self._log.write(data)
+            self._write_log(data)
         self._text += data.decode(errors="replace")
         if len(self._text) > _WINDOW:
             cut = len(self._text) - _WINDOW // 2

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from reprolab.attempt import AttemptInterrupted, AttemptResult
 from reprolab.case import CaseSpec
 from reprolab.errors import InfraError, UserError
 from reprolab.guest.handle import Guest
@@ -228,7 +229,7 @@ def _host_trouble(result: CaseResult) -> str | None:
     if result.kernel_attempts or not result.attempts:
         return None
     first = result.attempts[0]
-    host_level = ("error-type=LibvirtUnavailable" in first.notes
+    host_level = (first.error_type == "LibvirtUnavailable"
                   or (first.error or "").startswith("host "))
     return first.error if host_level else None
 
@@ -262,7 +263,7 @@ def _run_case(pyfuncitem: pytest.Function, case: CaseSpec, session: Session) -> 
     params = inspect.signature(func).parameters
     kwargs = {name: pyfuncitem.funcargs[name] for name in params if name != "guest"}
 
-    results = []
+    results: list[AttemptResult] = []
     body_errors: list[BaseException] = []
     for index in range(1, case.attempts + 1):
 
@@ -275,6 +276,11 @@ def _run_case(pyfuncitem: pytest.Function, case: CaseSpec, session: Session) -> 
         message: str | None = None
         try:
             result, body_error = session.run_attempt(case, index, body)
+        except AttemptInterrupted as exc:
+            # Ctrl-C: the run stops, but results.jsonl says this case was interrupted.
+            interrupted = CaseResult(case, (*results, exc.result))
+            append_result(session.artifacts, interrupted, host=session.uri, interrupted=True)
+            raise
         except UserError as exc:
             message = f"{case.name}: {exc}"
         if message is not None:  # outside the except: one line, no chained traceback

@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,10 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reprolab.accel import AccelInfo, detect_accel
-from reprolab.attempt import AttemptResult
+from reprolab.attempt import AttemptInterrupted, AttemptResult
 from reprolab.case import CaseSpec
 from reprolab.console import Console, ConsoleTimeout
-from reprolab.errors import BootTimeout, InfraError, UserError
+from reprolab.errors import BootTimeout, InfraError, LibvirtUnavailable, UserError
 from reprolab.guest.handle import Guest
 from reprolab.guest.spec import GuestSpec, merge_cmdline
 from reprolab.kernel.artifacts import KernelArtifacts, stock_kernel
@@ -37,8 +38,9 @@ from reprolab.verdict import Observed, Outcome, classify
 from reprolab.virt.connection import DEFAULT_URI, open_connection
 from reprolab.virt.domain import Domain
 from reprolab.virt.dump import take_vmcore
-from reprolab.virt.hostfiles import HostFiles, LocalFiles, SshFiles, host_files
+from reprolab.virt.hostfiles import REMOTE_RUN, HostFiles, LocalFiles, SshFiles, host_files
 from reprolab.virt.reaper import Reaped, reap_orphans
+from reprolab.virt.scratch import ReapedScratch, claim, reap_scratch
 
 if TYPE_CHECKING:
     from reprolab.image.build import GuestImage
@@ -100,6 +102,13 @@ class Session:
         self._images: dict[tuple[str, str], GuestImage] = {}
         self.reaped: list[Reaped] = []
         self.run_dir = runtime_root() / f"session-{secrets.token_hex(4)}"
+        claim(self.run_dir)
+        # What SIGKILLed runners left (their domains went with their connections).
+        self.reaped_scratch: list[ReapedScratch] = reap_scratch(self.run_dir.parent,
+                                                                keep=self.run_dir)
+        for each in self.reaped_scratch:
+            log.warning("reaped scratch %s: %s", each.path, each.reason)
+        self._attempt_dir: Path | None = None
         #: Files on the libvirt host: shipped there (qemu+ssh) or used in place (local).
         self.files: HostFiles = host_files(uri, self.run_dir.name)
         self._ssh_key: tuple[Path, Path] | None = None
@@ -113,12 +122,51 @@ class Session:
     # -- shared resources --------------------------------------------------------------------
     @property
     def conn(self) -> Any:
+        lost = self._conn is not None and not self._conn_alive(rpc=False)
+        if lost:
+            # libvirtd went away under an earlier attempt: the next one needs a new one.
+            self._conn = None
         if self._conn is None:
             self._conn = open_connection(self.uri)
-            self.reaped = reap_orphans(self._conn)
+            self.reaped = reap_orphans(self._conn, mine=lost)
             for r in self.reaped:
                 log.warning("reaped orphan domain %s: %s", r.name, r.reason)
         return self._conn
+
+    def _conn_alive(self, *, rpc: bool = True) -> bool:
+        """Is the session's libvirt connection still up? (``rpc``: ask the daemon too.)"""
+        if self._conn is None:
+            return False
+        try:
+            if not self._conn.isAlive():
+                return False
+        except Exception:
+            return False
+        if not rpc:
+            return True
+        # A daemon hung in its shutdown keeps the socket open and never answers: ask from
+        # a thread and give up after a few seconds.
+        answered: list[bool] = []
+
+        def ask() -> None:
+            with contextlib.suppress(Exception):
+                self._conn.getLibVersion()
+                answered.append(True)
+
+        probe = threading.Thread(target=ask, daemon=True)
+        probe.start()
+        probe.join(5.0)
+        return bool(answered)
+
+    def _typed(self, exc: InfraError) -> InfraError:
+        """A guest that "died" (or a boot that "timed out") because libvirtd went away is
+        libvirt's failure, not the guest's: typed so, a lab pool takes the host out instead
+        of retrying on it."""
+        if (not isinstance(exc, LibvirtUnavailable) and self._conn is not None
+                and not self._conn_alive()):
+            return LibvirtUnavailable(f"libvirt at {self.uri} went away mid-attempt: {exc}",
+                                      detail=exc.detail)
+        return exc
 
     @property
     def accel(self) -> AccelInfo:
@@ -136,6 +184,10 @@ class Session:
         if self._triage is not None:
             self._triage.shutdown(wait=True)
             self._triage = None
+        if self._conn is not None and not self._conn_alive(rpc=False):
+            # Guests started on a connection libvirtd dropped outlive their AUTODESTROY.
+            with contextlib.suppress(InfraError):
+                self.conn  # noqa: B018 - reconnecting reaps them
         if self._conn is not None:
             try:
                 self._conn.close()
@@ -191,16 +243,24 @@ class Session:
             self._ssh_key = (private, auth)
         return self._ssh_key
 
-    def check_free_space(self, memory_mib: int) -> None:
+    def check_free_space(self, memory_mib: int, *, dump: bool = True) -> None:
         """A vmcore is as large as the guest's memory: refuse to start one that cannot be
-        dumped. The error names the host, so a pool takes the host out and moves on."""
-        need = (memory_mib << 20) + (min_free_gib() << 30)
-        free = self.files.free_bytes()
-        if free < need:
-            raise InfraError(
-                f"host {self.files.host}: disk full for reproductions: {free / (1 << 30):.1f} "
-                f"GiB free, a {memory_mib} MiB guest's vmcore needs {need / (1 << 30):.1f} GiB"
-            )
+        dumped. Measured where the dump lands: the artifacts directory (and, for a lab
+        host, its scratch directory the dump is written to first). The error names the
+        host, so a pool takes the host out and moves on."""
+        need = ((memory_mib << 20) if dump else 0) + (min_free_gib() << 30)
+        places: list[tuple[str, Path, int]] = []
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        places.append(("localhost", self.artifacts, shutil.disk_usage(self.artifacts).free))
+        if not isinstance(self.files, LocalFiles):
+            places.append((self.files.host, Path(str(REMOTE_RUN)), self.files.free_bytes()))
+        for host, where, free in places:
+            if free < need:
+                raise InfraError(
+                    f"host {host}: disk full for reproductions at {where}: "
+                    f"{free / (1 << 30):.2f} GiB free, a {memory_mib} MiB guest "
+                    f"{'and its vmcore ' if dump else ''}needs {need / (1 << 30):.2f} GiB"
+                )
 
     # -- one guest ---------------------------------------------------------------------------
     def guest_spec(self, case: CaseSpec, kernel: KernelArtifacts, image: GuestImage
@@ -253,7 +313,7 @@ class Session:
         A kernel that crashes during boot returns normally (the crash is a verdict); one
         that prints nothing useful until the timeout raises :class:`BootTimeout`.
         """
-        self.check_free_space(case.guest.memory_mib)
+        self.check_free_space(case.guest.memory_mib, dump=case.dump is not None)
         spec = self.guest_spec(case, kernel, image)
         serial = self.files.scratch(f"{directory.name}-{secrets.token_hex(3)}.serial.log")
         domain = Domain.start(self.conn, spec, label=_safe(case.name.split("::")[-1]),
@@ -323,14 +383,41 @@ class Session:
             directory = base / (name if n == 0 else f"{name}.{n}")
             try:
                 directory.mkdir()
-                return directory
             except FileExistsError:
                 continue
+            self._attempt_dir = directory
+            return directory
         raise InfraError(f"no free attempt directory under {base}")
 
     def run_attempt(self, case: CaseSpec, index: int, body: Body
                     ) -> tuple[AttemptResult, BaseException | None]:
         """Run one attempt; returns its result and the test body's own failure, if any.
+
+        Ctrl-C still stops the run, as :class:`AttemptInterrupted` (a KeyboardInterrupt),
+        but only after the attempt's ``result.json`` says it was interrupted.
+        """
+        self._attempt_dir = None
+        try:
+            return self._run_attempt(case, index, body)
+        except AttemptInterrupted:
+            raise
+        except KeyboardInterrupt as exc:
+            raise AttemptInterrupted(self._interrupted(case, index)) from exc
+
+    def _interrupted(self, case: CaseSpec, index: int) -> AttemptResult:
+        directory = self._attempt_dir or self.attempt_dir(case, index)
+        result = AttemptResult(case.name, index, Outcome.INFRA_ERROR, directory,
+                               self._accel.accel if self._accel else "unknown",
+                               error="interrupted (SIGINT): no kernel verdict",
+                               error_type="Interrupted",
+                               started_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+                               notes=("error-type=Interrupted",))
+        result.write()
+        return result
+
+    def _run_attempt(self, case: CaseSpec, index: int, body: Body
+                     ) -> tuple[AttemptResult, BaseException | None]:
+        """The attempt itself: see :meth:`run_attempt`.
 
         Infrastructure errors become an ``infra-error`` result, never a kernel verdict; a
         body that fails because the kernel crashed under it is a kernel result.
@@ -343,11 +430,14 @@ class Session:
         notes = [f"accel={accel}: {self.accel.reason}"]
 
         def infra(exc: InfraError | UserError) -> AttemptResult:
-            if exc.detail:
-                (directory / "error.txt").write_text(f"{exc}\n\n{exc.detail}\n")
+            if isinstance(exc, InfraError):
+                exc = self._typed(exc)
+            # Always written: a boot that timed out before printing anything has no detail.
+            (directory / "error.txt").write_text(f"{exc}\n\n{exc.detail or ''}\n")
             return AttemptResult(case.name, index, Outcome.INFRA_ERROR, directory, accel,
                                  error=str(exc), duration=time.monotonic() - started,
-                                 notes=(*notes, f"error-type={type(exc).__name__}"))
+                                 notes=(*notes, f"error-type={type(exc).__name__}"),
+                                 error_type=type(exc).__name__)
 
         try:
             kernel = self.kernel(case.kernel, directory)
@@ -392,7 +482,11 @@ class Session:
         except InfraError as exc:
             guest.close(keep=False, serial_log=serial, files=self.files)
             result = infra(exc)
-        result = replace(result, started_at=started_at)
+        except BaseException:  # Ctrl-C during the dump: the evidence so far, then stop
+            guest.close(keep=False, serial_log=serial, files=self.files)
+            raise
+        result = replace(result, started_at=started_at,
+                         notes=(*result.notes, *guest.notes, *self._console_notes(guest)))
         result = _tidy_logs(result)
         result.write()
         from reprolab.replay import record_attempt_verdict
@@ -444,22 +538,15 @@ class Session:
         vmcore = None
         vmcore_seconds = None
         dossier = None
+        dump_error = None
         if fatal is not None:
             self._phase(case, index, guest.directory, Phase.CRASHED, guest, detail=fatal.kind)
             guest.settle()
             if case.dump is not None:
                 self._phase(case, index, guest.directory, Phase.DUMPING, guest)
-                guest.domain.pause()
-                suffix = "elf" if case.dump == "elf" else "kdump"
-                local = guest.directory / f"vmcore.{suffix}"
-                # The dump is written on the libvirt host, then brought into the artifacts.
-                target = local if isinstance(self.files, LocalFiles) else self.files.scratch(
-                    f"{guest.domain.name}.vmcore")
-                core = take_vmcore(guest.domain.dom, target, case.dump)  # type: ignore[arg-type]
-                if not self.files.fetch(target, local):
-                    raise InfraError(f"vmcore {target} could not be fetched from "
-                                     f"{self.files.host}")
-                vmcore, vmcore_seconds = local, core.seconds
+                vmcore, vmcore_seconds, dump_error = self._dump(case, guest)
+                if dump_error is not None:
+                    notes.append(f"no vmcore: {dump_error}")
         self._phase(case, index, guest.directory, Phase.TRIAGING, guest)
         # A kernel built with the guess unwinder marks every frame "?"; without this its
         # titles would name no frame at all.
@@ -499,6 +586,7 @@ class Session:
             boot_seconds=guest.boot_seconds,
             duration=time.monotonic() - started,
             notes=tuple(notes),
+            dump_error=dump_error,
             stuck_in=report.stuck_in if report else None,
             fatal_title=report.fatal_title if report else None,
             fatal_kind=report.fatal_kind if report else None,
@@ -513,6 +601,43 @@ class Session:
         if self._triage is None:
             self._triage = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dossier")
         self._pending[directory] = (self._triage.submit(job), None)
+
+    def _dump(self, case: CaseSpec, guest: Guest) -> tuple[Path | None, float | None, str | None]:
+        """Dump the guest into the artifacts: (vmcore, seconds, why it failed).
+
+        The console already gave the kernel verdict; a dump that fails (a full disk, QEMU
+        or libvirtd gone) loses the vmcore and says why, never the verdict. A partial
+        vmcore is removed: on a full disk its space is what the reports still need.
+        """
+        assert case.dump is not None
+        suffix = "elf" if case.dump == "elf" else "kdump"
+        local = guest.directory / f"vmcore.{suffix}"
+        # The dump is written on the libvirt host, then brought into the artifacts.
+        target = local
+        try:
+            guest.domain.pause()
+            if not isinstance(self.files, LocalFiles):
+                target = self.files.scratch(f"{guest.domain.name}.vmcore")
+            core = take_vmcore(guest.domain.dom, target, case.dump)  # type: ignore[arg-type]
+            if case.dump == "elf" and core.size < (case.guest.memory_mib << 20):
+                # An ELF memory dump holds all of RAM: a shorter one was cut off (a disk
+                # that filled under it) even if libvirt reported success.
+                raise InfraError(f"vmcore {target} truncated: {core.size} bytes for a "
+                                 f"{case.guest.memory_mib} MiB guest")
+            if not self.files.fetch(target, local):
+                raise InfraError(f"vmcore {target} could not be fetched from "
+                                 f"{self.files.host}")
+        except InfraError as exc:
+            local.unlink(missing_ok=True)
+            if target != local:
+                self.files.remove(target)
+            return None, None, str(self._typed(exc))
+        return local, core.seconds, None
+
+    @staticmethod
+    def _console_notes(guest: Guest) -> list[str]:
+        err = guest.console.write_error
+        return [err] if err else []
 
     def _dossier(self, vmcore: Path, kernel: KernelArtifacts, directory: Path,
                  report: Any, notes: list[str]) -> Path | None:

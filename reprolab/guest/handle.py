@@ -47,6 +47,9 @@ class Guest:
         self.silence_timeout = silence_timeout
         self.ready = False
         self.boot_seconds: float | None = None
+        #: What closing found about the evidence (a truncated serial.log): result notes.
+        self.notes: list[str] = []
+        self._serial_collected = False
         self._parser = ConsoleParser()
         self._t0 = time.monotonic()
         self._last_state_poll = 0.0
@@ -103,7 +106,24 @@ class Guest:
 
     def stop_reason(self) -> str | None:
         ev = self.fatal_event
+        if ev is None:
+            self._check_domain()
         return f"guest stopped: {ev.kind}: {ev.line}" if ev else None
+
+    def _check_domain(self) -> None:
+        """Console waits (the boot's ready marker) also notice the domain going away.
+
+        ``virsh console`` does not always end when libvirtd dies, so without this a boot
+        wait would sit out its whole timeout and call a dead libvirtd a boot timeout.
+        """
+        now = time.monotonic()
+        if now - self._last_state_poll < 1.0:
+            return
+        self._last_state_poll = now
+        state = self.domain.state()
+        if state.gone:
+            raise GuestDied(f"domain {self.domain.name} is gone ({state}) while its console "
+                            "was read", detail=self.console.tail())
 
     def seen(self, kind: str) -> bool:
         return any(e.kind == kind for e in self.events)
@@ -182,8 +202,13 @@ class Guest:
         self.console.close()
         if not keep:
             self.domain.destroy()
-        if serial_log is not None:
-            (files or LocalFiles()).fetch(serial_log, self.directory / "serial.log")
+        if serial_log is not None and not self._serial_collected:
+            self._serial_collected = True
+            from reprolab.virt.seriallog import collect_serial
+
+            self.notes.extend(collect_serial(
+                files or LocalFiles(), serial_log, self.directory / "serial.log",
+                console_bytes=self.console.bytes_seen))
 
 
 StopCheck = Callable[[], str | None]

@@ -233,4 +233,6 @@ class SshFiles:
 def host_files(uri: str, run_name: str) -> HostFiles:
     from reprolab.virt.connection import is_remote
 
-    return SshFiles(uri, run_name) if is_remote(uri) else LocalFiles()
+    # Local scratch (serial logs) goes in the session's own directory, which the session
+    # removes on close and a later session reaps if this one was killed.
+    return SshFiles(uri, run_name) if is_remote(uri) else LocalFiles(runtime_root() / run_name)

@@ -12,6 +12,7 @@ from typing import Any
 
 import libvirt
 
+from reprolab.guest.metadata import RunTag
 from reprolab.virt.domain import run_tag_of
 
 #: A domain whose owner ran on another machine is only reaped after this long.
@@ -24,8 +25,15 @@ class Reaped:
     reason: str
 
 
-def reap_orphans(conn: Any, *, max_age_s: float = DEFAULT_MAX_AGE_S) -> list[Reaped]:
+def reap_orphans(conn: Any, *, max_age_s: float = DEFAULT_MAX_AGE_S, mine: bool = False
+                 ) -> list[Reaped]:
+    """Destroy tagged domains whose owner is gone; with ``mine``, also this process's own.
+
+    ``mine`` is for a session reconnecting after libvirtd went away: the domains it started
+    on the lost connection outlived their AUTODESTROY and nobody else will remove them.
+    """
     reaped: list[Reaped] = []
+    me = RunTag.current("")
     try:
         domains = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
     except libvirt.libvirtError:
@@ -35,7 +43,9 @@ def reap_orphans(conn: Any, *, max_age_s: float = DEFAULT_MAX_AGE_S) -> list[Rea
         if tag is None:
             continue  # not ours: never touch a domain reprolab did not tag
         alive = tag.owner_alive()
-        if alive is False:
+        if mine and (tag.host, tag.pid, tag.pid_start) == (me.host, me.pid, me.pid_start):
+            reason = "left on a libvirt connection this run lost"
+        elif alive is False:
             reason = f"owner pid {tag.pid} on {tag.host} is gone"
         elif alive is None and tag.age_seconds() > max_age_s:
             reason = f"owner on {tag.host} started it {tag.age_seconds() / 3600:.1f} h ago"
