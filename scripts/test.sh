@@ -13,7 +13,7 @@ cd "$here"
 status=0
 # Unit tests, integration tests (real guests), then every field-bug case that can run here.
 REPROLAB_BUILD_KERNELS=1 "$venv/bin/pytest" tests testcases -p no:cacheprovider \
-  --junitxml=artifacts/junit-tests.xml -o junit_family=xunit1 "$@" || status=$?
+  --junitxml=artifacts/junit-tests.xml -o junit_family=xunit1 --durations=40 "$@" || status=$?
 # Leave no guest behind, whatever the tests did.
 leftover=$(virsh -c qemu:///system list --name | sed '/^$/d' | grep '^rl-' || true)
 if [ -n "$leftover" ]; then
