@@ -66,6 +66,15 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:120] or "case"
 
 
+def _silence_timeout(case: CaseSpec) -> float | None:
+    """Console silence that counts as a hang: the case's own, else its hang budget's."""
+    if case.silence_timeout is not None or case.hang_budget is None:
+        return case.silence_timeout
+    from reprolab.triage.watchdogs import watchdog_plan
+
+    return float(watchdog_plan(case.hang_budget).no_output_s)
+
+
 class Session:
     def __init__(
         self,
@@ -231,7 +240,7 @@ class Session:
             directory, case=case, kernel_spec=self.kernel_override or case.kernel,
             kernel=kernel, image=image, cmdline=spec.cmdline_text(), domain_xml=domain.xml)
         console = Console(self.uri, domain.name, directory / "console.log")
-        guest = Guest(domain, console, directory, silence_timeout=case.silence_timeout)
+        guest = Guest(domain, console, directory, silence_timeout=_silence_timeout(case))
         try:
             console.attach()
             t0 = time.monotonic()
@@ -324,11 +333,15 @@ class Session:
             if guest.fatal_event is None:
                 body(guest)
         except InfraError as exc:
-            if not guest.crashed_during(exc):
+            if guest.crashed_during(exc):
+                notes.append(f"test body stopped by the guest's fatal event: {exc}")
+            else:
                 infra_error = exc
         except Exception as exc:
-            if not guest.crashed_during(exc, grace=1.0):
-                body_error = exc
+            # Never discarded: an assertion that failed after a fatal event is reported with
+            # the attempt (the crash decides the outcome, the assertion stays on record).
+            guest.crashed_during(exc, grace=1.0)
+            body_error = exc
         except BaseException:  # KeyboardInterrupt: keep the evidence, then stop
             guest.close(keep=False, serial_log=serial, files=self.files)
             raise
@@ -340,6 +353,8 @@ class Session:
             else:
                 result = self._conclude(case, index, guest, kernel, started, notes)
                 guest.close(keep=self.keep_guest, serial_log=serial, files=self.files)
+            if body_error is not None:
+                result = replace(result, body_error=f"{type(body_error).__name__}: {body_error}")
         except InfraError as exc:
             guest.close(keep=False, serial_log=serial, files=self.files)
             result = infra(exc)
@@ -386,6 +401,7 @@ class Session:
             frame=report.frame if report else None,
             frames=tuple(report.frames) if report else (),
             events=tuple(e.kind for e in guest.events),
+            hung=guest.hung(report),
         )
         outcome = classify(case.expect, seen)
         if report is not None:
@@ -408,6 +424,7 @@ class Session:
             boot_seconds=guest.boot_seconds,
             duration=time.monotonic() - started,
             notes=tuple(notes),
+            hang_seconds=guest.hang_seconds if outcome is Outcome.HANG else None,
         )
 
     def _dossier(self, vmcore: Path, kernel: KernelArtifacts, directory: Path,

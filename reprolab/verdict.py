@@ -20,7 +20,14 @@ class Outcome(enum.StrEnum):
     REPRODUCED = "reproduced"
     NOT_REPRODUCED = "not-reproduced"
     OTHER_CRASH = "other-crash"
+    #: The guest stopped making progress and no kernel report names why: the console went
+    #: silent, or the guest watchdog fired, with nothing printed.
+    HANG = "hang"
     INFRA_ERROR = "infra-error"
+
+
+#: Outcomes that say the kernel died or wedged: each one fails a regression test.
+KERNEL_FAILURES = frozenset({Outcome.REPRODUCED, Outcome.OTHER_CRASH, Outcome.HANG})
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,8 @@ class Observed:
     frame: str | None = None
     frames: tuple[str, ...] = ()
     events: tuple[str, ...] = ()  # event kinds in order of arrival
+    #: A hang with no kernel report: the attempt stopped on silence or the guest watchdog.
+    hung: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,8 @@ def _in_order(wanted: Sequence[str], seen: Sequence[str]) -> bool:
 def classify(expect: Expectation, seen: Observed) -> Outcome:
     if expect.matches(seen):
         return Outcome.REPRODUCED
+    if seen.hung:
+        return Outcome.HANG
     if seen.crashed:
         return Outcome.OTHER_CRASH
     return Outcome.NOT_REPRODUCED

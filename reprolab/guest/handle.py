@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING
 
 from reprolab.console import Console
 from reprolab.errors import GuestDied, InfraError
-from reprolab.events import NO_OUTPUT, PVPANIC, WATCHDOG_FIRE, GuestEvent
+from reprolab.events import HANG_KINDS, NO_OUTPUT, PVPANIC, WATCHDOG_FIRE, GuestEvent
 from reprolab.triage.parser import ConsoleParser
 from reprolab.virt.domain import Domain
 from reprolab.virt.hostfiles import HostFiles, LocalFiles
 
 if TYPE_CHECKING:
     from reprolab.ssh import SshChannel
+    from reprolab.triage.report import CrashReport
 
 #: After a fatal event, read on until the console is quiet this long (or SETTLE_MAX passes).
 SETTLE_QUIET = 2.0
@@ -50,6 +51,10 @@ class Guest:
         self._parser = ConsoleParser()
         self._t0 = time.monotonic()
         self._last_state_poll = 0.0
+        #: Seconds without console output when a hang event (silence, watchdog) fired.
+        self.hang_seconds: float | None = None
+        #: Console offset when the harness injected its NMI (what follows is its doing).
+        self.nmi_position: int | None = None
         console.add_observer(self._on_console)
         console.stop_check = self.stop_reason
 
@@ -81,6 +86,8 @@ class Guest:
             if state.crashed:
                 self._add(PVPANIC, "libvirt: guest reported a panic (pvpanic)", "libvirt", True)
             elif state.watchdog_fired:
+                if self.fatal_event is None:
+                    self.hang_seconds = self.console.silence()
                 self._add(WATCHDOG_FIRE, "libvirt: domain paused by its watchdog", "libvirt",
                           True)
             elif state.gone:
@@ -94,12 +101,27 @@ class Guest:
             and self.fatal_event is None
             and self.console.silence() > self.silence_timeout
         ):
+            self.hang_seconds = self.console.silence()
             self._add(NO_OUTPUT, f"no console output for {self.silence_timeout:.0f} s",
                       "harness", True)
 
     @property
     def fatal_event(self) -> GuestEvent | None:
         return next((e for e in self.events if e.fatal), None)
+
+    def hung(self, report: CrashReport | None) -> bool:
+        """Did the attempt end on a hang no kernel report explains?
+
+        The first fatal event is the harness's silence timeout or the guest watchdog, and the
+        console holds no fatal report from before it (a report the harness's own NMI forced
+        out afterwards shows the stacks, not the cause).
+        """
+        first = self.fatal_event
+        if first is None or first.kind not in HANG_KINDS:
+            return False
+        if report is None or not report.fatal:
+            return True
+        return self.nmi_position is not None and report.start >= self.nmi_position
 
     def stop_reason(self) -> str | None:
         ev = self.fatal_event
