@@ -270,7 +270,9 @@ class Session:
                 guest.ssh = SshChannel("127.0.0.1", spec.ssh_port, self.ssh_key()[0],
                                        image.host_key, gateway=gateway)
                 try:
-                    guest.ssh.wait_ready(timeout=60.0)
+                    ssh = guest.ssh
+                    guest.watched(lambda: ssh.wait_ready(timeout=60.0), 75.0,
+                                  f"SSH to guest {domain.name}")
                 except InfraError as exc:
                     if not guest.crashed_during(exc):
                         raise InfraError(

@@ -11,11 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from reprolab.console import Console
 from reprolab.errors import GuestDied, InfraError
 from reprolab.events import HANG_KINDS, NO_OUTPUT, PVPANIC, WATCHDOG_FIRE, GuestEvent
+from reprolab.guest.inflight import call_watched
 from reprolab.triage.parser import ConsoleParser
 from reprolab.virt.domain import Domain
 from reprolab.virt.hostfiles import HostFiles, LocalFiles
@@ -23,6 +24,8 @@ from reprolab.virt.hostfiles import HostFiles, LocalFiles
 if TYPE_CHECKING:
     from reprolab.ssh import SshChannel
     from reprolab.triage.report import CrashReport
+
+T = TypeVar("T")
 
 #: After a fatal event, read on until the console is quiet this long (or SETTLE_MAX passes).
 SETTLE_QUIET = 2.0
@@ -43,7 +46,7 @@ class Guest:
         self.domain = domain
         self.console = console
         self.directory = directory
-        self.ssh: SshChannel | None = None
+        self._ssh: SshChannel | None = None
         self.events: list[GuestEvent] = []
         self.silence_timeout = silence_timeout
         self.ready = False
@@ -56,7 +59,29 @@ class Guest:
         #: Console offset when the harness injected its NMI (what follows is its doing).
         self.nmi_position: int | None = None
         console.add_observer(self._on_console)
-        console.stop_check = self.stop_reason
+        console.stop_check = self._watch_stop
+
+    @property
+    def ssh(self) -> SshChannel | None:
+        return self._ssh
+
+    @ssh.setter
+    def ssh(self, channel: SshChannel | None) -> None:
+        """Every call on the channel runs under :meth:`watched`: a deadline, the console read."""
+        self._ssh = channel
+        if channel is not None:
+            channel.watch = self.watched
+
+    def watched(self, fn: Callable[[], T], timeout: float | None, what: str) -> T:
+        """Run a guest call in a worker while this thread reads the console and libvirt.
+
+        Ends at the call's deadline (:class:`CallTimeout`) or the guest's first fatal event
+        (:class:`GuestStopped`), whichever comes first; see :mod:`reprolab.guest.inflight`.
+        """
+        ssh = self._ssh
+        return call_watched(fn, timeout=timeout, what=what, poll=self.poll,
+                            stop=self.stop_reason,
+                            abort=ssh.abort if ssh is not None else lambda: None)
 
     def mark_started(self, t0: float) -> None:
         """Event times count from ``t0``: the moment the guest was resumed or restored."""
@@ -79,6 +104,14 @@ class Guest:
     def poll(self, timeout: float = 0.25) -> None:
         """Read the console for up to ``timeout`` s and look at the domain's state."""
         self.console.pump(timeout)
+        self._check_state()
+
+    def _watch_stop(self) -> str | None:
+        """The console's stop check: waits on the console also watch libvirt and silence."""
+        self._check_state()
+        return self.stop_reason()
+
+    def _check_state(self) -> None:
         now = time.monotonic()
         if now - self._last_state_poll >= 0.5:
             self._last_state_poll = now
