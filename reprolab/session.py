@@ -29,9 +29,11 @@ from reprolab.console import Console, ConsoleTimeout
 from reprolab.errors import BootTimeout, InfraError, UserError
 from reprolab.guest.handle import Guest
 from reprolab.guest.spec import GuestSpec, merge_cmdline
+from reprolab.hangcapture import NMI_CMDLINE, capture_hang
 from reprolab.kernel.artifacts import KernelArtifacts, stock_kernel
+from reprolab.observation import annotate_dossier, observe
 from reprolab.paths import runtime_root
-from reprolab.verdict import Observed, Outcome, classify
+from reprolab.verdict import Outcome, classify
 from reprolab.virt.connection import DEFAULT_URI, open_connection
 from reprolab.virt.domain import Domain
 from reprolab.virt.dump import take_vmcore
@@ -185,7 +187,8 @@ class Session:
 
             extra = dict(watchdog_cmdline(case.hang_budget))
             extra.pop("no_output_timeout", None)
-        cmdline = merge_cmdline(BASE_CMDLINE, tuple((c, None) for c in image.cmdline),
+        cmdline = merge_cmdline(BASE_CMDLINE, NMI_CMDLINE,
+                                tuple((c, None) for c in image.cmdline),
                                 extra, dict(case.cmdline))
         fw_cfg: tuple[tuple[str, Path], ...] = ()
         port = None
@@ -376,6 +379,7 @@ class Session:
         vmcore_seconds = None
         dossier = None
         if fatal is not None:
+            capture_hang(guest, notes)
             guest.settle()
             if case.dump is not None:
                 guest.domain.pause()
@@ -395,17 +399,11 @@ class Session:
                            questionable_frames=kernel.config_value("UNWINDER_GUESS") == "y")
         if vmcore is not None:
             dossier = self._dossier(vmcore, kernel, guest.directory, report, notes)
-        seen = Observed(
-            crashed=fatal is not None or (report is not None and report.fatal),
-            title=report.title if report else (fatal.line if fatal else None),
-            alt_titles=tuple(report.alt_titles) if report else (),
-            kind=report.kind if report else (fatal.kind if fatal else None),
-            frame=report.frame if report else None,
-            frames=tuple(report.frames) if report else (),
-            events=tuple(e.kind for e in guest.events),
-            hung=guest.hung(report),
-        )
+        obs = observe(guest, report, dossier, notes)
+        seen = obs.seen
         outcome = classify(case.expect, seen)
+        matched_in = case.expect.found_in(seen) if outcome is Outcome.REPRODUCED else None
+        annotate_dossier(dossier, matched_in, case.expect.describe())
         if report is not None:
             (guest.directory / "crash-report.txt").write_text(
                 f"{report.title}\n\n{report.report}\n")
@@ -418,7 +416,7 @@ class Session:
             title=seen.title,
             kind=seen.kind,
             frame=seen.frame,
-            signature=report.signature.key if report else (fatal.kind if fatal else None),
+            signature=obs.signature,
             events=tuple(guest.events),
             vmcore=vmcore,
             vmcore_seconds=vmcore_seconds,
@@ -427,6 +425,7 @@ class Session:
             duration=time.monotonic() - started,
             notes=tuple(notes),
             hang_seconds=guest.hang_seconds if outcome is Outcome.HANG else None,
+            matched_in=matched_in,
         )
 
     def _dossier(self, vmcore: Path, kernel: KernelArtifacts, directory: Path,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reprolab.errors import UserError
+from reprolab.triage.stacks import CONSOLE, Stack
 
 
 class Outcome(enum.StrEnum):
@@ -45,6 +46,10 @@ class Observed:
     events: tuple[str, ...] = ()  # event kinds in order of arrival
     #: A hang with no kernel report: the attempt stopped on silence or the guest watchdog.
     hung: bool = False
+    #: Where ``frame``/``frames`` were read: the console, or the kernel log in the vmcore.
+    report_source: str = CONSOLE
+    #: Stacks the vmcore holds (every CPU's, D-state tasks'), matched like the report's.
+    stacks: tuple[Stack, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,9 +119,21 @@ class Expectation:
                 return False
         if self.kind is not None and seen.kind != self.kind:
             return False
-        if self.frame is not None and seen.frame != self.frame:
-            return False
-        return self.in_stack is None or self.in_stack in seen.frames
+        return not (self.frame or self.in_stack) or self.found_in(seen) is not None
+
+    def found_in(self, seen: Observed) -> str | None:
+        """Where ``frame`` and ``in_stack`` were both met: the report ("console", or "kernel
+        log in vmcore"), else the first vmcore stack ("cpu 1 in vmcore", "task 42 in
+        vmcore"). None when nowhere, or when neither is expected."""
+        if not (self.frame or self.in_stack):
+            return None
+        candidates = [(seen.report_source, seen.frame, seen.frames)]
+        candidates += [(s.where, s.guilty, s.frames) for s in seen.stacks]
+        for where, guilty, frames in candidates:
+            if ((self.frame is None or guilty == self.frame)
+                    and (self.in_stack is None or self.in_stack in frames)):
+                return where
+        return None
 
 
 def _in_order(wanted: Sequence[str], seen: Sequence[str]) -> bool:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from reprolab.console import Console
 from reprolab.errors import GuestDied, InfraError
-from reprolab.events import HANG_KINDS, NO_OUTPUT, PVPANIC, WATCHDOG_FIRE, GuestEvent
+from reprolab.events import HANG_KINDS, NO_OUTPUT, PVPANIC, WATCHDOG_FIRE, GuestEvent, Source
 from reprolab.guest.inflight import call_watched
 from reprolab.triage.parser import ConsoleParser
 from reprolab.virt.domain import Domain
@@ -96,6 +96,10 @@ class Guest:
             self.events.append(
                 GuestEvent(ev.kind, ev.line, "console", bool(ev.fatal), self._now(), ev.cpu)
             )
+
+    def record(self, kind: str, line: str, source: Source) -> None:
+        """A non-fatal event of the harness's own (an NMI it injected): on the timeline."""
+        self.events.append(GuestEvent(kind, line, source, False, self._now()))
 
     def _add(self, kind: str, line: str, source: str, fatal: bool) -> None:
         if not any(e.kind == kind for e in self.events):
