@@ -255,6 +255,10 @@ def _run_case(pyfuncitem: pytest.Function, case: CaseSpec, session: Session) -> 
 
     results = []
     body_errors: list[BaseException] = []
+    try:
+        session.check_expectation(case)
+    except UserError as exc:
+        pytest.fail(str(exc), pytrace=False)
     for index in range(1, case.attempts + 1):
 
         def body(g: Guest) -> None:

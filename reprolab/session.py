@@ -144,6 +144,16 @@ class Session:
                 self._kernels[key] = resolve_kernel(parsed, artifacts_dir=artifacts_dir)
         return self._kernels[key]
 
+    def check_expectation(self, case: CaseSpec, artifacts_dir: Path | None = None) -> None:
+        """Before any boot: every function the expectation names exists in the kernel that
+        will run (UserError naming it, the kernel and a close existing name otherwise)."""
+        from reprolab.kernel.symbols import check_functions
+
+        names = [n for n in (case.expect.frame, case.expect.in_stack) if n]
+        if names:
+            check_functions(self.kernel(case.kernel, artifacts_dir), names,
+                            where=f"test case {case.name}: expect")
+
     def image(self, recipe: str, kernel: KernelArtifacts) -> GuestImage:
         from reprolab.image.build import build_image
 

@@ -109,6 +109,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         with out.status("preparing the kernel and image"):
             kernel = session.kernel(case.kernel, artifacts)
+            session.check_expectation(case, artifacts)
             session.image(case.guest.image, kernel)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn())
