@@ -63,7 +63,12 @@ def capture_hang(guest: Guest, notes: list[str], *, react: float = NMI_REACTION_
         except InfraError as exc:
             notes.append(f"hang capture: {exc}")
             break
-    if guest.console.position == position:
-        notes.append(f"hang capture: the kernel printed nothing in {react:.0f} s after the "
-                     "NMI; stacks come from the vmcore only")
+    if not guest.seen(PVPANIC):
+        notes.append(f"hang capture: no panic reported in {react:.0f} s after the NMI; "
+                     "stacks come from the vmcore's CPU notes only")
+    elif guest.console.position == position:
+        # Printed from NMI context, the panic is flushed to the console only after the panic
+        # notifiers, and pvpanic pauses the guest first: its text is in the vmcore's log.
+        notes.append("hang capture: the NMI panicked the kernel (pvpanic); its report is in "
+                     "the vmcore's log, not on the console")
     return True

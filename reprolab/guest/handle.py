@@ -91,6 +91,10 @@ class Guest:
     def _now(self) -> float:
         return time.monotonic() - self._t0
 
+    def elapsed(self) -> float:
+        """Seconds since the guest was resumed: the clock its events' ``at`` counts on."""
+        return self._now()
+
     def _on_console(self, data: bytes) -> None:
         for ev in self._parser.feed(data):
             self.events.append(

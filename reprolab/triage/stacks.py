@@ -48,9 +48,13 @@ def guilty_frame(frames: Sequence[str]) -> str | None:
 
 
 def frame_name(entry: str) -> str | None:
-    """The function of a dossier frame: "f+0x10/0x40 file.c:12", "f [inline] ..." -> "f"."""
+    """The function of a dossier frame: "f+0x10/0x40 file.c:12" -> "f".
+
+    Inline frames ("f [inline] ...") count as none: the symbol check rejects names that only
+    exist inlined, so a match must not hinge on whether the dump's debug info showed them.
+    """
     m = _NAME.match(entry.strip())
-    if m is None or entry.startswith("0x"):
+    if m is None or entry.startswith("0x") or " [inline]" in entry:
         return None
     return m.group(1)
 

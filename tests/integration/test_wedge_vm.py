@@ -1,0 +1,125 @@
+"""Every vCPU wedged on purpose: the attempt still ends with a kernel verdict and stacks.
+
+LKDTM HARDLOCKUP spins with interrupts off forever. Run on each of a 3-vCPU guest's CPUs
+(two pinned with taskset, the last by the shell itself once the others are stuck), no timer
+runs anywhere: no lockup detector can report (``nmi_watchdog=0`` also keeps the buddy
+detector from catching the first CPU while the last still runs, which would make the test
+depend on timing). The console goes silent; the harness must notice, inject an NMI, dump,
+and read every CPU's stack from the vmcore.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from reprolab.case import CaseSpec
+from reprolab.guest.handle import Guest
+from reprolab.guest.inflight import GuestStopped
+from reprolab.kernel.artifacts import KernelArtifacts
+from reprolab.kernel.resolve import resolve_kernel
+from reprolab.kernel.spec import parse_kernel_spec
+from reprolab.session import Session
+from reprolab.verdict import Outcome
+
+SOURCE = "linux-source-6.12"
+SMALL = f"build:{SOURCE}"
+TARBALL = Path(f"/usr/src/{SOURCE}.tar.xz")
+DIRECT = "/sys/kernel/debug/provoke-crash/DIRECT"
+#: Wedge CPUs 1 and 2, then the shell's own CPU (0, the only one left running it).
+WEDGE = (
+    "mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug; "
+    f"for c in 1 2; do taskset -c $c sh -c 'echo HARDLOCKUP > {DIRECT}' & done; "
+    f"sleep 3; echo HARDLOCKUP > {DIRECT}"
+)
+
+pytest_plugins = ["pytester"]
+
+pytestmark = [
+    pytest.mark.vm,
+    pytest.mark.skipif(not TARBALL.exists(),
+                       reason=f"{TARBALL} missing (apt-get install {SOURCE})"),
+]
+
+
+@pytest.fixture(scope="module")
+def small() -> KernelArtifacts:
+    return resolve_kernel(parse_kernel_spec(SMALL))
+
+
+def test_silent_all_cpu_wedge_ends_with_every_cpu_stack(small: KernelArtifacts,
+                                                        tmp_path: Path) -> None:
+    """The guest call in flight ends with the guest's stop (not its 600 s deadline, not an
+    SSH error); the verdict is the kernel's; the expected frame is found in the vmcore,
+    since ``loglevel=1`` keeps every stack off the console (only the panic line shows)."""
+    case = CaseSpec.from_marker("it::wedge::silent", {
+        "kernel": SMALL,
+        "guest": {"vcpus": 3, "memory": "512M", "image": "tools"},
+        "cmdline": {"nmi_watchdog": 0, "loglevel": 1},
+        "silence_timeout": 30,
+        "mode": "reproduce",
+        "expect": {"in_stack": "lkdtm_HARDLOCKUP"},
+    })
+    stopped: list[BaseException] = []
+
+    def body(guest: Guest) -> None:
+        assert guest.sh("nproc").strip() == "3"
+        try:
+            guest.sh(WEDGE, timeout=600)
+        except GuestStopped as exc:
+            stopped.append(exc)
+            raise
+
+    session = Session(uri="qemu:///system", artifacts=tmp_path / "artifacts")
+    try:
+        session.check_expectation(case)
+        result, err = session.run_attempt(case, 1, body)
+    finally:
+        session.close()
+    assert stopped, f"the in-flight call did not end on the guest's stop: {err!r}"
+    assert "no console output" in str(stopped[0])
+    kinds = [e.kind for e in result.events]
+    assert kinds[:2] == ["no-output", "nmi-injected"], kinds
+    assert result.outcome is Outcome.REPRODUCED, result
+    assert result.matched_in is not None and result.matched_in.endswith(" in vmcore"), result
+    assert result.dossier is not None
+    dossier = json.loads(result.dossier.read_text())
+    assert dossier["debug_info"] is True
+    stacks = {c["cpu"]: c["stack"] for c in dossier["cpus"]}
+    assert sorted(stacks) == [0, 1, 2]
+    for cpu, stack in stacks.items():
+        assert any(f.startswith("lkdtm_HARDLOCKUP") for f in stack), (cpu, stack)
+    assert dossier["expectation"]["matched_in"] == result.matched_in
+    saved = json.loads((result.directory / "result.json").read_text())
+    assert saved["matched_in"] == result.matched_in
+
+
+def test_regression_case_fails_on_a_hang(small: KernelArtifacts, pytester: pytest.Pytester
+                                          ) -> None:
+    """A regression suite on a kernel that wedges must fail, naming the hang."""
+    pytester.makepyfile(test_wedge=textwrap.dedent(f"""
+        import pytest
+
+        @pytest.mark.reprolab(
+            kernel={SMALL!r},
+            guest={{"vcpus": 3, "memory": "512M", "image": "minimal"}},
+            cmdline={{"nmi_watchdog": 0}},
+            silence_timeout=20,
+            dump=None,
+            mode="regression",
+            expect={{"kind": "hard-lockup"}},
+        )
+        def test_wedge(guest):
+            guest.console.send({WEDGE!r})
+            guest.wait(300)
+    """))
+    art = pytester.path / "art"
+    res = pytester.runpytest_subprocess(f"--reprolab-artifacts={art}", "-p", "no:cacheprovider")
+    res.assert_outcomes(failed=1)
+    res.stdout.fnmatch_lines(["*regression: hang: no progress for * s*"])
+    result = json.loads(next(art.rglob("result.json")).read_text())
+    assert result["outcome"] == "hang"
+    assert [e["kind"] for e in result["events"]][:2] == ["no-output", "nmi-injected"]
