@@ -123,3 +123,30 @@ def test_regression_case_fails_on_a_hang(small: KernelArtifacts, pytester: pytes
     result = json.loads(next(art.rglob("result.json")).read_text())
     assert result["outcome"] == "hang"
     assert [e["kind"] for e in result["events"]][:2] == ["no-output", "nmi-injected"]
+
+
+def test_silent_stack_overflow_is_titled_from_the_vmcore_log(small: KernelArtifacts,
+                                                             tmp_path: Path) -> None:
+    """LKDTM EXHAUST_STACK dies in the double-fault handler: the console may print nothing
+    before pvpanic pauses the guest, but the log in the dump names the guard page hit."""
+    case = CaseSpec.from_marker("it::wedge::exhaust-stack", {
+        "kernel": SMALL,
+        "guest": {"vcpus": 1, "memory": "512M", "image": "minimal"},
+        "mode": "reproduce",
+        "expect": {"title": "BUG: stack guard page was hit in .*"},
+    })
+
+    def body(guest: Guest) -> None:
+        guest.console.send("mountpoint -q /sys/kernel/debug || mount -t debugfs none "
+                           f"/sys/kernel/debug; echo EXHAUST_STACK > {DIRECT}")
+        guest.wait(240)
+
+    session = Session(uri="qemu:///system", artifacts=tmp_path / "artifacts")
+    try:
+        result, err = session.run_attempt(case, 1, body)
+    finally:
+        session.close()
+    assert err is None, err
+    assert result.outcome is Outcome.REPRODUCED, result
+    assert result.kind == "bug", result
+    assert result.kind != "pvpanic"
