@@ -1,9 +1,10 @@
 """All-CPU wedge: time from the wedge to the verdict, and how often every CPU's stack is read.
 
 A 3-vCPU guest on the small 6.12 kernel (``build:linux-source-6.12``, minimal image) wedges
-every vCPU with LKDTM HARDLOCKUP (interrupts off; two CPUs pinned with taskset, then the
-shell's own), so no lockup detector can report and the console goes silent. The harness must
-notice the silence, inject an NMI, dump, and unwind every CPU's stack from the vmcore.
+every vCPU with LKDTM HARDLOCKUP (interrupts off; a waiter pinned on each CPU with taskset,
+released together through a FIFO), so no lockup detector can report and the console goes
+silent. The harness must notice the silence, inject an NMI, dump, and unwind every CPU's
+stack from the vmcore.
 
 Per attempt: seconds from sending the wedge to the silence event, to the NMI, and to the
 verdict (run_attempt returning: dump and triage included), and whether the dossier holds an
@@ -38,8 +39,9 @@ VCPUS = 3
 DIRECT = "/sys/kernel/debug/provoke-crash/DIRECT"
 WEDGE = (
     "mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug; "
-    f"for c in 1 2; do taskset -c $c sh -c 'echo HARDLOCKUP > {DIRECT}' & done; "
-    f"sleep 3; echo HARDLOCKUP > {DIRECT}"
+    "rm -f /tmp/go; mkfifo /tmp/go; "
+    f"for c in 0 1 2; do taskset -c $c sh -c 'cat /tmp/go; echo HARDLOCKUP > {DIRECT}' & done; "
+    "sleep 2; echo go > /tmp/go; wait"
 )
 
 
