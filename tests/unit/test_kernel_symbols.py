@@ -76,3 +76,20 @@ def test_stock_kernel_with_debug_symbols() -> None:
     with pytest.raises(UserError, match=r"'kvm_cpu_vmxon' exists only inlined .* "
                        + kernel.release.replace(".", r"\.")):
         check_functions(kernel, ["kvm_cpu_vmxon"], where="c")
+
+
+def test_small_612_kernel_from_the_cache() -> None:
+    """The real map of the cached small 6.12 build: the SVM enable path was renamed."""
+    from reprolab.paths import cache_root
+
+    built = sorted((cache_root() / "kernels").glob("build-6.12-*/System.map"))
+    if not built:
+        pytest.skip("no small 6.12 kernel in the cache (reprolab build-kernel "
+                    "build:linux-source-6.12)")
+    d = built[0].parent
+    kernel = KernelArtifacts(image=d / "bzImage", release="6.12-cached", modules_root=d,
+                             config=None, vmlinux=None, key=f"cached-{d.name}", origin="build")
+    check_functions(kernel, ["svm_enable_virtualization_cpu", "lkdtm_HARDLOCKUP"], where="c")
+    with pytest.raises(UserError, match=r"'svm_hardware_enable' does not exist in kernel "
+                                        r"6\.12-cached"):
+        check_functions(kernel, ["svm_hardware_enable"], where="c")
