@@ -1,6 +1,6 @@
 """All-CPU wedge: time from the wedge to the verdict, and how often every CPU's stack is read.
 
-A 3-vCPU guest on the small 6.12 kernel (``build:linux-source-6.12``, minimal image) wedges
+A 3-vCPU guest on the small 6.12 kernel (``build:linux-source-6.12`` + NR_CPUS=8) wedges
 every vCPU with LKDTM HARDLOCKUP (interrupts off; a waiter pinned on each CPU with taskset,
 released together through a FIFO), so no lockup detector can report and the console goes
 silent. The harness must notice the silence, inject an NMI, dump, and unwind every CPU's
@@ -35,6 +35,8 @@ from reprolab.triage.stacks import cpus_with_stacks
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "wedge.json"
+#: tinyconfig's NR_CPUS is 2: a third vCPU needs this fragment.
+SMP8 = ROOT / "tests" / "data" / "fragments" / "smp8.config"
 VCPUS = 3
 DIRECT = "/sys/kernel/debug/provoke-crash/DIRECT"
 WEDGE = (
@@ -47,7 +49,7 @@ WEDGE = (
 
 def _case(silence: int) -> CaseSpec:
     return CaseSpec.from_marker("bench::wedge", {
-        "kernel": "build:linux-source-6.12",
+        "kernel": f"build:linux-source-6.12+fragment={SMP8}",
         "guest": {"vcpus": VCPUS, "memory": "512M", "image": "minimal"},
         "cmdline": {"nmi_watchdog": 0},
         "silence_timeout": silence,

@@ -26,7 +26,9 @@ from reprolab.session import Session
 from reprolab.verdict import Outcome
 
 SOURCE = "linux-source-6.12"
-SMALL = f"build:{SOURCE}"
+#: The small 6.12 kernel with room for more than 2 CPUs (tinyconfig's NR_CPUS is 2).
+SMP8 = Path(__file__).resolve().parent.parent / "data" / "fragments" / "smp8.config"
+SMALL = f"build:{SOURCE}+fragment={SMP8}"
 TARBALL = Path(f"/usr/src/{SOURCE}.tar.xz")
 DIRECT = "/sys/kernel/debug/provoke-crash/DIRECT"
 #: One waiter pinned on each CPU, released at once through a FIFO: all CPUs wedge within
