@@ -1,6 +1,7 @@
 """All-CPU wedge: time from the wedge to the verdict, and how often every CPU's stack is read.
 
-A 3-vCPU guest on the small 6.12 kernel (``build:linux-source-6.12`` + NR_CPUS=8) wedges
+A guest on the small 6.12 kernel (``build:linux-source-6.12``; tinyconfig's NR_CPUS=2, so
+2 vCPUs is all of them) wedges
 every vCPU with LKDTM HARDLOCKUP (interrupts off; a waiter pinned on each CPU with taskset,
 released together through a FIFO), so no lockup detector can report and the console goes
 silent. The harness must notice the silence, inject an NMI, dump, and unwind every CPU's
@@ -35,21 +36,20 @@ from reprolab.triage.stacks import cpus_with_stacks
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "wedge.json"
-#: tinyconfig's NR_CPUS is 2: a third vCPU needs this fragment.
-SMP8 = ROOT / "tests" / "data" / "fragments" / "smp8.config"
-VCPUS = 3
+VCPUS = 2
 DIRECT = "/sys/kernel/debug/provoke-crash/DIRECT"
 WEDGE = (
     "mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug; "
     "rm -f /tmp/go; mkfifo /tmp/go; "
-    f"for c in 0 1 2; do taskset -c $c sh -c 'cat /tmp/go; echo HARDLOCKUP > {DIRECT}' & done; "
+    f"for c in $(seq 0 {VCPUS - 1}); do "
+    f"taskset -c $c sh -c 'cat /tmp/go; echo HARDLOCKUP > {DIRECT}' & done; "
     "sleep 2; echo go > /tmp/go; wait"
 )
 
 
 def _case(silence: int) -> CaseSpec:
     return CaseSpec.from_marker("bench::wedge", {
-        "kernel": f"build:linux-source-6.12+fragment={SMP8}",
+        "kernel": "build:linux-source-6.12",
         "guest": {"vcpus": VCPUS, "memory": "512M", "image": "minimal"},
         "cmdline": {"nmi_watchdog": 0},
         "silence_timeout": silence,

@@ -1,6 +1,6 @@
 """Every vCPU wedged on purpose: the attempt still ends with a kernel verdict and stacks.
 
-LKDTM HARDLOCKUP spins with interrupts off forever. Run on each of a 3-vCPU guest's CPUs at
+LKDTM HARDLOCKUP spins with interrupts off forever. Run on each of the guest's CPUs at
 once (waiters pinned with taskset, released together), no timer runs anywhere: no lockup
 detector can report (``nmi_watchdog=0`` also keeps the buddy detector from catching a CPU
 that wedged a moment before the last, which would make the test depend on timing). The
@@ -26,9 +26,9 @@ from reprolab.session import Session
 from reprolab.verdict import Outcome
 
 SOURCE = "linux-source-6.12"
-#: The small 6.12 kernel with room for more than 2 CPUs (tinyconfig's NR_CPUS is 2).
-SMP8 = Path(__file__).resolve().parent.parent / "data" / "fragments" / "smp8.config"
-SMALL = f"build:{SOURCE}+fragment={SMP8}"
+SMALL = f"build:{SOURCE}"
+#: The small kernel's tinyconfig leaves NR_CPUS at 2, so 2 vCPUs is every CPU there.
+VCPUS = 2
 TARBALL = Path(f"/usr/src/{SOURCE}.tar.xz")
 DIRECT = "/sys/kernel/debug/provoke-crash/DIRECT"
 #: One waiter pinned on each CPU, released at once through a FIFO: all CPUs wedge within
@@ -37,7 +37,8 @@ DIRECT = "/sys/kernel/debug/provoke-crash/DIRECT"
 WEDGE = (
     "mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug; "
     "rm -f /tmp/go; mkfifo /tmp/go; "
-    f"for c in 0 1 2; do taskset -c $c sh -c 'cat /tmp/go; echo HARDLOCKUP > {DIRECT}' & done; "
+    f"for c in $(seq 0 {VCPUS - 1}); do "
+    f"taskset -c $c sh -c 'cat /tmp/go; echo HARDLOCKUP > {DIRECT}' & done; "
     "sleep 2; echo go > /tmp/go; wait"
 )
 
@@ -62,7 +63,7 @@ def test_silent_all_cpu_wedge_ends_with_every_cpu_stack(small: KernelArtifacts,
     since ``loglevel=1`` keeps every stack off the console (only the panic line shows)."""
     case = CaseSpec.from_marker("it::wedge::silent", {
         "kernel": SMALL,
-        "guest": {"vcpus": 3, "memory": "512M", "image": "tools"},
+        "guest": {"vcpus": VCPUS, "memory": "512M", "image": "tools"},
         "cmdline": {"nmi_watchdog": 0, "loglevel": 1},
         "silence_timeout": 30,
         "mode": "reproduce",
@@ -71,7 +72,7 @@ def test_silent_all_cpu_wedge_ends_with_every_cpu_stack(small: KernelArtifacts,
     stopped: list[BaseException] = []
 
     def body(guest: Guest) -> None:
-        assert guest.sh("nproc").strip() == "3"
+        assert guest.sh("nproc").strip() == str(VCPUS)
         try:
             guest.sh(WEDGE, timeout=600)
         except GuestStopped as exc:
@@ -94,7 +95,7 @@ def test_silent_all_cpu_wedge_ends_with_every_cpu_stack(small: KernelArtifacts,
     dossier = json.loads(result.dossier.read_text())
     assert dossier["debug_info"] is True
     stacks = {c["cpu"]: c["stack"] for c in dossier["cpus"]}
-    assert sorted(stacks) == [0, 1, 2]
+    assert sorted(stacks) == list(range(VCPUS))
     for cpu, stack in stacks.items():
         assert any(f.startswith("lkdtm_HARDLOCKUP") for f in stack), (cpu, stack)
     assert dossier["expectation"]["matched_in"] == result.matched_in
@@ -110,7 +111,7 @@ def test_regression_case_fails_on_a_hang(small: KernelArtifacts, pytester: pytes
 
         @pytest.mark.reprolab(
             kernel={SMALL!r},
-            guest={{"vcpus": 3, "memory": "512M", "image": "minimal"}},
+            guest={{"vcpus": {VCPUS}, "memory": "512M", "image": "minimal"}},
             cmdline={{"nmi_watchdog": 0}},
             silence_timeout=20,
             dump=None,
