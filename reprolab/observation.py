@@ -66,7 +66,8 @@ def observe(guest: Guest, report: CrashReport | None, dossier: Path | None,
             notes.append(f"title from the kernel log in the vmcore (the console had no "
                          f"report): {title}")
         elif not frames:
-            frames = tuple(logged.get("frames") or ())
+            # The console had nothing; the log in the dump has the panicking CPU's stack.
+            frames, source = tuple(logged.get("frames") or ()), VMCORE_LOG
     if hung and fatal is not None:
         # The outcome is the hang; a report the NMI forced out contributes its stack only.
         title, kind, alt = fatal.line, fatal.kind, ()

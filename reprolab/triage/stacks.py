@@ -22,6 +22,7 @@ VMCORE_LOG = "kernel log in vmcore"
 #: primitive spins, never which code is at fault: the guilty frame is the first one below.
 _PLUMBING = re.compile(
     r"^(?:asm_exc_nmi|exc_nmi|default_do_nmi|unknown_nmi_error|nmi_\w*|\w*_handle_nmi\w*|panic|"
+    r"end_repeat_nmi|repeat_nmi|first_nmi|nested_nmi\w*|"
     r"vpanic|__panic\w*|dump_stack\w*|show_regs|crash_\w*|__crash_kexec|native_safe_halt|"
     r"native_queued_spin_lock_slowpath|__pv_queued_spin_lock_slowpath|queued_\w*lock\w*|"
     r"do_raw_\w*lock\w*|_raw_\w*lock\w*|__raw_\w*lock\w*|"
