@@ -93,7 +93,6 @@ def test_silent_all_cpu_wedge_ends_with_every_cpu_stack(small: KernelArtifacts,
     assert result.matched_in is not None and result.matched_in.endswith(" in vmcore"), result
     assert result.dossier is not None
     dossier = json.loads(result.dossier.read_text())
-    print(json.dumps({k: dossier.get(k) for k in ("cpus", "dmesg_crash", "errors")})[:6000])
     assert dossier["debug_info"] is True
     stacks = {c["cpu"]: c["stack"] for c in dossier["cpus"]}
     assert sorted(stacks) == list(range(VCPUS))
