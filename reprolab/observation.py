@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reprolab.events import HANG_KINDS
 from reprolab.triage.stacks import CONSOLE, VMCORE_LOG, guilty_frame, vmcore_stacks
 from reprolab.verdict import Observed
 
@@ -53,8 +54,12 @@ def observe(guest: Guest, report: CrashReport | None, dossier: Path | None,
     signature = report.signature.key if report else (fatal.kind if fatal else None)
     source = CONSOLE
     logged = data.get("dmesg_crash")
+    # The log's first report names the death even when the parser did not call it fatal by
+    # itself ("BUG: stack guard page was hit", then a panic): the guest did die. A hang is
+    # no such death: a harmless earlier warning must not become its title.
+    died = fatal is not None and fatal.kind not in HANG_KINDS
     if (report is None or not report.fatal) and isinstance(logged, dict) and logged.get(
-            "crashed") and logged.get("fatal", True):
+            "crashed") and (logged.get("fatal", True) or died):
         from_nmi = guest.nmi_position is not None and bool(
             _NMI_PANIC_FRAMES & set(logged.get("frames") or ()))
         if not from_nmi:
