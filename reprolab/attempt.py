@@ -42,6 +42,12 @@ class AttemptResult:
     #: The report that killed the guest when the title is a survivable first report.
     fatal_title: str | None = None
     fatal_kind: str | None = None
+    #: The test body's own failure ("AssertionError: ..."), kept even after a fatal event.
+    body_error: str | None = None
+    #: For a hang: how long the guest had shown no progress when the harness gave up.
+    hang_seconds: float | None = None
+    #: Where the expected frame was found: "console", "cpu 1 in vmcore", "task 42 in vmcore".
+    matched_in: str | None = None
 
     @property
     def dump_failed(self) -> bool:
@@ -50,6 +56,26 @@ class AttemptResult:
     @property
     def hit(self) -> bool:
         return self.outcome is Outcome.REPRODUCED
+
+    def describe(self) -> str:
+        """One line for a person: what the kernel did in this attempt, and the body's error.
+
+        The words are those of a regression failure: "reproduced: TITLE", "other crash:
+        TITLE", "hang: no progress for N s".
+        """
+        if self.outcome is Outcome.REPRODUCED:
+            what = f"reproduced: {self.title or self.kind or '?'}"
+        elif self.outcome is Outcome.OTHER_CRASH:
+            what = f"other crash: {self.title or self.kind or '?'}"
+        elif self.outcome is Outcome.HANG:
+            what = f"hang: no progress for {self.hang_seconds or 0:.0f} s"
+        elif self.outcome is Outcome.INFRA_ERROR:
+            what = f"infrastructure error: {self.error or '?'}"
+        else:
+            what = "not reproduced"
+        if self.body_error:
+            what += f" (test body: {self.body_error})"
+        return what
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -76,6 +102,9 @@ class AttemptResult:
             "stuck_in": self.stuck_in,
             "fatal_title": self.fatal_title,
             "fatal_kind": self.fatal_kind,
+            "body_error": self.body_error,
+            "hang_seconds": self.hang_seconds,
+            "matched_in": self.matched_in,
         }
 
     def write(self) -> Path:

@@ -239,6 +239,7 @@ class Console:
         meanwhile land in the output, since the console is also the kernel's.
         """
         start = time.monotonic()
+        deadline = start + timeout  # one deadline for the shell sync and the command
         if not self._synced:
             self.sync_shell(timeout)
         token = secrets.token_hex(4)
@@ -249,7 +250,7 @@ class Console:
         )
         m = self.wait_for(
             re.compile(rf"__RLS_{token}\r?\n(?P<out>.*?)__RLE_{token} (?P<rc>\d+)", re.S),
-            timeout,
+            max(0.0, deadline - time.monotonic()),
             since=since,
         )
         out = m.group("out").replace("\r\n", "\n")

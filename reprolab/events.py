@@ -16,6 +16,11 @@ Source = Literal["console", "libvirt", "harness"]
 PVPANIC = "pvpanic"
 WATCHDOG_FIRE = "watchdog-fire"
 NO_OUTPUT = "no-output"
+#: The harness injected an NMI (libvirt virDomainInjectNMI) to make a wedged kernel report.
+NMI_INJECTED = "nmi-injected"
+
+#: Fatal events that mean "no progress" rather than a report: silence, the guest watchdog.
+HANG_KINDS = frozenset({NO_OUTPUT, WATCHDOG_FIRE})
 
 
 def event_kinds() -> tuple[str, ...]:

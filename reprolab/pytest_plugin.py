@@ -25,6 +25,7 @@ from reprolab.paths import default_artifacts, new_run_id
 from reprolab.problems import MarkerError
 from reprolab.results import CaseResult, append_result
 from reprolab.session import Session
+from reprolab.verdict import Outcome
 from reprolab.virt.connection import DEFAULT_URI
 
 _SESSION_KEY = pytest.StashKey[Session]()
@@ -214,10 +215,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     pyfuncitem.stash[_RESULT_KEY] = case_result
     _record(pyfuncitem, case_result, session)
     append_result(session.artifacts, case_result, host=session.uri)
-    errors = pyfuncitem.stash.get(_BODY_ERRORS_KEY, [])
-    if errors and not case_result.hits:
-        raise errors[0]
-    _judge(case_result)
+    _judge(case_result, pyfuncitem.stash.get(_BODY_ERRORS_KEY, []))
     return True
 
 
@@ -265,6 +263,10 @@ def _run_case(pyfuncitem: pytest.Function, case: CaseSpec, session: Session) -> 
 
     results: list[AttemptResult] = []
     body_errors: list[BaseException] = []
+    try:
+        session.check_expectation(case)
+    except UserError as exc:
+        pytest.fail(str(exc), pytrace=False)
     for index in range(1, case.attempts + 1):
 
         def body(g: Guest) -> None:
@@ -291,8 +293,7 @@ def _run_case(pyfuncitem: pytest.Function, case: CaseSpec, session: Session) -> 
         if case.stops_after(result.hit):
             break
     pyfuncitem.stash[_BODY_ERRORS_KEY] = body_errors
-    # Dossiers were written while later attempts booted: wait for them before the verdict.
-    return CaseResult(case, tuple(session.settle(r) for r in results))
+    return CaseResult(case, tuple(results))
 
 
 def _record(item: pytest.Function, result: CaseResult, session: Session) -> None:
@@ -304,7 +305,14 @@ def _record(item: pytest.Function, result: CaseResult, session: Session) -> None
     item.user_properties.append(("reprolab_signatures", ",".join(data["signatures"])))
 
 
-def _judge(result: CaseResult) -> None:
+def _judge(result: CaseResult, body_errors: list[BaseException] | None = None) -> None:
+    """Pass or fail the test from its attempts.
+
+    Regression mode fails on any kernel death or hang (the expected signature or not), then
+    on the body's own failure. Reproduce mode passes on a hit, else re-raises the body's
+    failure (its traceback is the most useful thing) or says what the attempts saw.
+    Infrastructure errors stay errors of the run, never passes.
+    """
     case = result.case
     verdict = result.verdict
     if verdict == "infra-error":
@@ -312,20 +320,26 @@ def _judge(result: CaseResult) -> None:
         pytest.fail(f"infrastructure error, no kernel verdict: {errors}", pytrace=False)
     rate = result.rate()
     where = result.attempts[0].directory.parent
-    if case.mode == "reproduce" and not result.hits:
-        pytest.fail(
-            f"not reproduced in {len(result.kernel_attempts)} attempt(s): rate {rate}, so at "
-            f"most {rate.high:.0%} at 95% confidence; expected {case.expect.describe()}; "
-            f"artifacts: {where}",
-            pytrace=False,
-        )
-    if case.mode == "regression" and result.hits:
-        head = result.first_hit
-        pytest.fail(
-            f"regression: reproduced {head.title if head else ''!r} in {rate}; "
-            f"artifacts: {where}",
-            pytrace=False,
-        )
+    if case.mode == "regression":
+        failed = result.kernel_failure
+        if failed is not None:
+            pytest.fail(f"regression: {failed.describe()} (attempt {failed.index}, "
+                        f"rate {rate}); artifacts: {failed.directory}", pytrace=False)
+        if body_errors:
+            raise body_errors[0]
+        return
+    if result.hits:
+        return
+    if body_errors:
+        raise body_errors[0]
+    seen = "; ".join(a.describe() for a in result.kernel_attempts
+                     if a.outcome is not Outcome.NOT_REPRODUCED)
+    pytest.fail(
+        f"not reproduced in {len(result.kernel_attempts)} attempt(s): rate {rate}, so at "
+        f"most {rate.high:.0%} at 95% confidence; expected {case.expect.describe()}"
+        f"{'; seen ' + seen if seen else ''}; artifacts: {where}",
+        pytrace=False,
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

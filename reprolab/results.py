@@ -16,7 +16,7 @@ from typing import Any
 from reprolab.attempt import AttemptResult
 from reprolab.case import CaseSpec
 from reprolab.stats import ReproRate
-from reprolab.verdict import Outcome
+from reprolab.verdict import KERNEL_FAILURES, Outcome
 
 RESULTS_FILE = "results.jsonl"
 
@@ -45,7 +45,16 @@ class CaseResult:
             return "explored"
         if any(a.outcome is Outcome.OTHER_CRASH for a in self.attempts):
             return "other-crash"
+        if any(a.outcome is Outcome.HANG for a in self.attempts):
+            return "hang"
         return "not-reproduced"
+
+    @property
+    def kernel_failure(self) -> AttemptResult | None:
+        """The attempt that fails a regression test: the first hit, else the first other
+        crash or hang (a hung kernel is no pass)."""
+        return self.first_hit or next(
+            (a for a in self.attempts if a.outcome in KERNEL_FAILURES), None)
 
     @property
     def first_hit(self) -> AttemptResult | None:

@@ -18,7 +18,6 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,10 +30,12 @@ from reprolab.console import Console, ConsoleTimeout
 from reprolab.errors import BootTimeout, InfraError, LibvirtUnavailable, UserError
 from reprolab.guest.handle import Guest
 from reprolab.guest.spec import GuestSpec, merge_cmdline
+from reprolab.hangcapture import NMI_CMDLINE, capture_hang
 from reprolab.kernel.artifacts import KernelArtifacts, stock_kernel
+from reprolab.observation import annotate_dossier, observe
 from reprolab.paths import runtime_root
 from reprolab.progress import Phase, ProgressEvent, emit
-from reprolab.verdict import Observed, Outcome, classify
+from reprolab.verdict import Outcome, classify
 from reprolab.virt.connection import DEFAULT_URI, open_connection
 from reprolab.virt.domain import Domain
 from reprolab.virt.dump import take_vmcore
@@ -83,6 +84,15 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")[:120] or "case"
 
 
+def _silence_timeout(case: CaseSpec) -> float | None:
+    """Console silence that counts as a hang: the case's own, else its hang budget's."""
+    if case.silence_timeout is not None or case.hang_budget is None:
+        return case.silence_timeout
+    from reprolab.triage.watchdogs import watchdog_plan
+
+    return float(watchdog_plan(case.hang_budget).no_output_s)
+
+
 class Session:
     def __init__(
         self,
@@ -112,10 +122,6 @@ class Session:
         #: Files on the libvirt host: shipped there (qemu+ssh) or used in place (local).
         self.files: HostFiles = host_files(uri, self.run_dir.name)
         self._ssh_key: tuple[Path, Path] | None = None
-        #: Dossiers being written off the attempt's critical path (see :meth:`settle`).
-        self._triage: ThreadPoolExecutor | None = None
-        self._pending: dict[Path, tuple[Future[tuple[Path | None, list[str]]],
-                                        AttemptResult | None]] = {}
         #: Bundles carry the kernel, vmlinux and initrd (``--portable``).
         self.portable_bundles = False
 
@@ -177,13 +183,6 @@ class Session:
         return self._accel
 
     def close(self) -> None:
-        for directory in list(self._pending):
-            unsettled = self._pending[directory][1]
-            if unsettled is not None:
-                self.settle(unsettled)
-        if self._triage is not None:
-            self._triage.shutdown(wait=True)
-            self._triage = None
         if self._conn is not None and not self._conn_alive(rpc=False):
             # Guests started on a connection libvirtd dropped outlive their AUTODESTROY.
             with contextlib.suppress(InfraError):
@@ -220,6 +219,16 @@ class Session:
     def pin_image(self, recipe: str, kernel: KernelArtifacts, image: GuestImage) -> None:
         """Use ``image`` for ``recipe`` with ``kernel`` (a replay's exact initrd)."""
         self._images[(recipe, kernel.key)] = image
+
+    def check_expectation(self, case: CaseSpec, artifacts_dir: Path | None = None) -> None:
+        """Before any boot: every function the expectation names exists in the kernel that
+        will run (UserError naming it, the kernel and a close existing name otherwise)."""
+        from reprolab.kernel.symbols import check_functions
+
+        names = [n for n in (case.expect.frame, case.expect.in_stack) if n]
+        if names:
+            check_functions(self.kernel(case.kernel, artifacts_dir), names,
+                            where=f"test case {case.name}: expect")
 
     def image(self, recipe: str, kernel: KernelArtifacts) -> GuestImage:
         from reprolab.image.build import build_image
@@ -272,7 +281,8 @@ class Session:
 
             extra = dict(watchdog_cmdline(case.hang_budget))
             extra.pop("no_output_timeout", None)
-        cmdline = merge_cmdline(BASE_CMDLINE, tuple((c, None) for c in image.cmdline),
+        cmdline = merge_cmdline(BASE_CMDLINE, NMI_CMDLINE,
+                                tuple((c, None) for c in image.cmdline),
                                 extra, dict(case.cmdline))
         fw_cfg: tuple[tuple[str, Path], ...] = ()
         port = None
@@ -328,7 +338,7 @@ class Session:
             kernel=kernel, image=image, cmdline=spec.cmdline_text(), domain_xml=domain.xml,
             portable=self.portable_bundles)
         console = Console(self.uri, domain.name, directory / "console.log")
-        guest = Guest(domain, console, directory, silence_timeout=case.silence_timeout)
+        guest = Guest(domain, console, directory, silence_timeout=_silence_timeout(case))
         try:
             console.attach()
             t0 = time.monotonic()
@@ -358,7 +368,9 @@ class Session:
                 guest.ssh = SshChannel("127.0.0.1", spec.ssh_port, self.ssh_key()[0],
                                        image.host_key, gateway=gateway)
                 try:
-                    guest.ssh.wait_ready(timeout=60.0)
+                    ssh = guest.ssh
+                    guest.watched(lambda: ssh.wait_ready(timeout=60.0), 75.0,
+                                  f"SSH to guest {domain.name}")
                 except InfraError as exc:
                     if not guest.crashed_during(exc):
                         raise InfraError(
@@ -463,11 +475,15 @@ class Session:
             if guest.fatal_event is None:
                 body(guest)
         except InfraError as exc:
-            if not guest.crashed_during(exc):
+            if guest.crashed_during(exc):
+                notes.append(f"test body stopped by the guest's fatal event: {exc}")
+            else:
                 infra_error = exc
         except Exception as exc:
-            if not guest.crashed_during(exc, grace=1.0):
-                body_error = exc
+            # Never discarded: an assertion that failed after a fatal event is reported with
+            # the attempt (the crash decides the outcome, the assertion stays on record).
+            guest.crashed_during(exc, grace=1.0)
+            body_error = exc
         except BaseException:  # KeyboardInterrupt: keep the evidence, then stop
             guest.close(keep=False, serial_log=serial, files=self.files)
             raise
@@ -479,6 +495,8 @@ class Session:
             else:
                 result = self._conclude(case, index, guest, kernel, started, notes)
                 guest.close(keep=self.keep_guest, serial_log=serial, files=self.files)
+            if body_error is not None:
+                result = replace(result, body_error=f"{type(body_error).__name__}: {body_error}")
         except InfraError as exc:
             guest.close(keep=False, serial_log=serial, files=self.files)
             result = infra(exc)
@@ -492,8 +510,6 @@ class Session:
         from reprolab.replay import record_attempt_verdict
 
         record_attempt_verdict(directory, result.to_json())
-        if directory in self._pending:
-            self._pending[directory] = (self._pending[directory][0], result)
         self._phase(case, index, directory, Phase.DONE, guest, detail=str(result.outcome))
         return result, body_error
 
@@ -515,18 +531,6 @@ class Session:
 
         guest.console.add_observer(observe)
 
-    def settle(self, result: AttemptResult) -> AttemptResult:
-        """The attempt's result once its dossier, written in the background while the next
-        attempt boots, is done: ``dossier`` set (or a note saying why there is none) and
-        result.json rewritten. Call before the verdict; :meth:`close` settles the rest."""
-        pending = self._pending.pop(result.directory, None)
-        if pending is None:
-            return result
-        dossier, notes = pending[0].result()
-        settled = replace(result, dossier=dossier, notes=(*result.notes, *notes))
-        settled.write()
-        return settled
-
     def _conclude(self, case: CaseSpec, index: int, guest: Guest, kernel: KernelArtifacts,
                   started: float, notes: list[str]) -> AttemptResult:
         from reprolab.triage.report import parse_log
@@ -541,6 +545,7 @@ class Session:
         dump_error = None
         if fatal is not None:
             self._phase(case, index, guest.directory, Phase.CRASHED, guest, detail=fatal.kind)
+            capture_hang(guest, notes)
             guest.settle()
             if case.dump is not None:
                 self._phase(case, index, guest.directory, Phase.DUMPING, guest)
@@ -553,17 +558,14 @@ class Session:
         report = parse_log(guest.console.log_path.read_bytes(),
                            questionable_frames=kernel.config_value("UNWINDER_GUESS") == "y")
         if vmcore is not None:
-            self._dossier_in_background(vmcore, kernel, guest.directory, report)
-        seen = Observed(
-            crashed=fatal is not None or (report is not None and report.fatal),
-            title=report.title if report else (fatal.line if fatal else None),
-            alt_titles=tuple(report.alt_titles) if report else (),
-            kind=report.kind if report else (fatal.kind if fatal else None),
-            frame=report.frame if report else None,
-            frames=tuple(report.frames) if report else (),
-            events=tuple(e.kind for e in guest.events),
-        )
+            # The verdict may need the dossier (the vmcore's log and stacks), so it is
+            # written before the verdict, not in the background.
+            dossier = self._dossier(vmcore, kernel, guest.directory, report, notes)
+        obs = observe(guest, report, dossier, notes)
+        seen = obs.seen
         outcome = classify(case.expect, seen)
+        matched_in = case.expect.found_in(seen) if outcome is Outcome.REPRODUCED else None
+        annotate_dossier(dossier, matched_in, case.expect.describe())
         if report is not None:
             extra = "".join(f"{k}: {v}\n" for k, v in (
                 ("stuck in", report.stuck_in), ("fatal", report.fatal_title)) if v)
@@ -578,7 +580,7 @@ class Session:
             title=seen.title,
             kind=seen.kind,
             frame=seen.frame,
-            signature=report.signature.key if report else (fatal.kind if fatal else None),
+            signature=obs.signature,
             events=tuple(guest.events),
             vmcore=vmcore,
             vmcore_seconds=vmcore_seconds,
@@ -590,17 +592,9 @@ class Session:
             stuck_in=report.stuck_in if report else None,
             fatal_title=report.fatal_title if report else None,
             fatal_kind=report.fatal_kind if report else None,
+            hang_seconds=guest.hang_seconds if outcome is Outcome.HANG else None,
+            matched_in=matched_in,
         )
-
-    def _dossier_in_background(self, vmcore: Path, kernel: KernelArtifacts, directory: Path,
-                               report: Any) -> None:
-        def job() -> tuple[Path | None, list[str]]:
-            notes: list[str] = []
-            return self._dossier(vmcore, kernel, directory, report, notes), notes
-
-        if self._triage is None:
-            self._triage = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dossier")
-        self._pending[directory] = (self._triage.submit(job), None)
 
     def _dump(self, case: CaseSpec, guest: Guest) -> tuple[Path | None, float | None, str | None]:
         """Dump the guest into the artifacts: (vmcore, seconds, why it failed).

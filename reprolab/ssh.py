@@ -15,10 +15,10 @@ import logging
 import shlex
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import paramiko
 from tenacity import (
@@ -34,6 +34,14 @@ from reprolab.proc import run as run_local
 
 #: Seconds one TCP connect + SSH handshake may take before the attempt is retried.
 CONNECT_TIMEOUT = 10.0
+
+T = TypeVar("T")
+
+
+class Watch(Protocol):
+    """Runs a guest call to completion, its deadline, or the guest's fatal event."""
+
+    def __call__(self, fn: Callable[[], T], timeout: float | None, what: str) -> T: ...
 
 
 class RemoteCommandError(InfraError):
@@ -151,6 +159,8 @@ class SshChannel:
         #: on: the guest is reached through it (direct-tcpip), never exposed further.
         self.gateway = gateway
         self._conn: Any = None
+        #: Set by the guest handle: runs each call with its deadline while reading the console.
+        self.watch: Watch | None = None
 
     def _connection(self) -> Any:
         if self._conn is not None:
@@ -246,6 +256,18 @@ class SshChannel:
         finally:
             transport_log.removeFilter(quiet)
 
+    def _watched(self, fn: Callable[[], T], timeout: float | None, what: str) -> T:
+        """Run a call under the guest's watch (deadline + console read), or directly."""
+        if self.watch is None:
+            return fn()
+        return self.watch(fn, timeout, what)
+
+    def _limit_channel_wait(self, conn: Any, timeout: float | None) -> None:
+        """paramiko waits an hour for a channel by default; a wedged guest never opens one."""
+        transport = conn.client.get_transport()
+        if transport is not None:
+            transport.channel_timeout = min(CONNECT_TIMEOUT, timeout or CONNECT_TIMEOUT)
+
     def run(
         self,
         cmd: str | Sequence[str],
@@ -253,13 +275,26 @@ class SshChannel:
         timeout: float | None = None,
         check: bool = False,
     ) -> CommandResult:
-        """Run ``cmd`` in the guest; an argv list is quoted with :func:`shlex.join`."""
+        """Run ``cmd`` in the guest; an argv list is quoted with :func:`shlex.join`.
+
+        ``timeout`` bounds the whole call (connect, channel, command); a guest under watch
+        (see :mod:`reprolab.guest.inflight`) also ends it at the guest's first fatal event.
+        """
         command = cmd if isinstance(cmd, str) else shlex.join(cmd)
+        return self._watched(lambda: self._run(command, timeout, check), timeout,
+                             f"guest command {command!r}")
+
+    def _run(self, command: str, timeout: float | None, check: bool) -> CommandResult:
         from invoke.exceptions import CommandTimedOut
 
         start = time.monotonic()
+        conn = None
         try:
-            res = self._connection().run(
+            conn = self._connection()
+            if not conn.is_connected:
+                conn.open()
+            self._limit_channel_wait(conn, timeout)
+            res = conn.run(
                 command, hide=True, warn=True, pty=False, in_stream=False,
                 timeout=None if timeout is None else max(1, round(timeout)),
             )
@@ -268,7 +303,8 @@ class SshChannel:
                 f"guest command {command!r} still running after {timeout} s"
             ) from exc
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            self._drop()
+            if conn is None or conn is self._conn:  # not one an abandoned call's abort replaced
+                self._drop()
             raise InfraError(
                 f"SSH to {self.host}:{self.port} failed running {command!r}: "
                 f"{type(exc).__name__}: {exc}"
@@ -279,16 +315,22 @@ class SshChannel:
         )
         return result.check() if check else result
 
-    def put(self, local: Path | str, remote: str, *, mode: int | None = None) -> None:
+    def put(self, local: Path | str, remote: str, *, mode: int | None = None,
+            timeout: float | None = None) -> None:
         """Copy a local file into the guest.
 
         Streams it into ``cat`` over an exec channel rather than SFTP: dropbear has no SFTP
         subsystem of its own, and this works with any guest that has a shell.
         """
         data = Path(local).read_bytes()
+        self._watched(lambda: self._put(data, remote, mode, timeout), timeout,
+                      f"copy to guest {remote}")
+
+    def _put(self, data: bytes, remote: str, mode: int | None, timeout: float | None) -> None:
         conn = self._connection()
         if not conn.is_connected:
             conn.open()
+        self._limit_channel_wait(conn, timeout)
         command = f"cat > {shlex.quote(remote)}"
         if mode is not None:
             command += f" && chmod {mode:o} {shlex.quote(remote)}"
@@ -305,6 +347,10 @@ class SshChannel:
             raise RemoteCommandError(
                 CommandResult(rc=rc, stdout="", stderr=err, duration=0.0, command=command)
             )
+
+    def abort(self) -> None:
+        """Unblock a call in flight in another thread: closing the transport ends its waits."""
+        self._drop()
 
     def _drop(self) -> None:
         if self._conn is not None:

@@ -14,13 +14,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reprolab.problems import Problems
+from reprolab.triage.stacks import CONSOLE, Stack
 
 
 class Outcome(enum.StrEnum):
     REPRODUCED = "reproduced"
     NOT_REPRODUCED = "not-reproduced"
     OTHER_CRASH = "other-crash"
+    #: The guest stopped making progress and no kernel report names why: the console went
+    #: silent, or the guest watchdog fired, with nothing printed.
+    HANG = "hang"
     INFRA_ERROR = "infra-error"
+
+
+#: Outcomes that say the kernel died or wedged: each one fails a regression test.
+KERNEL_FAILURES = frozenset({Outcome.REPRODUCED, Outcome.OTHER_CRASH, Outcome.HANG})
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,12 @@ class Observed:
     frame: str | None = None
     frames: tuple[str, ...] = ()
     events: tuple[str, ...] = ()  # event kinds in order of arrival
+    #: A hang with no kernel report: the attempt stopped on silence or the guest watchdog.
+    hung: bool = False
+    #: Where ``frame``/``frames`` were read: the console, or the kernel log in the vmcore.
+    report_source: str = CONSOLE
+    #: Stacks the vmcore holds (every CPU's, D-state tasks'), matched like the report's.
+    stacks: tuple[Stack, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -132,9 +146,21 @@ class Expectation:
                 return False
         if self.kind is not None and seen.kind != self.kind:
             return False
-        if self.frame is not None and seen.frame != self.frame:
-            return False
-        return self.in_stack is None or self.in_stack in seen.frames
+        return not (self.frame or self.in_stack) or self.found_in(seen) is not None
+
+    def found_in(self, seen: Observed) -> str | None:
+        """Where ``frame`` and ``in_stack`` were both met: the report ("console", or "kernel
+        log in vmcore"), else the first vmcore stack ("cpu 1 in vmcore", "task 42 in
+        vmcore"). None when nowhere, or when neither is expected."""
+        if not (self.frame or self.in_stack):
+            return None
+        candidates = [(seen.report_source, seen.frame, seen.frames)]
+        candidates += [(s.where, s.guilty, s.frames) for s in seen.stacks]
+        for where, guilty, frames in candidates:
+            if ((self.frame is None or guilty == self.frame)
+                    and (self.in_stack is None or self.in_stack in frames)):
+                return where
+        return None
 
 
 def _in_order(wanted: Sequence[str], seen: Sequence[str]) -> bool:
@@ -147,6 +173,8 @@ def classify(expect: Expectation, seen: Observed) -> Outcome:
     recorded as ``other-crash``, with its title, and nothing is judged."""
     if not expect.empty and expect.matches(seen):
         return Outcome.REPRODUCED
+    if seen.hung:
+        return Outcome.HANG
     if seen.crashed:
         return Outcome.OTHER_CRASH
     return Outcome.NOT_REPRODUCED

@@ -94,7 +94,7 @@ def attempt_outcome(result: AttemptResult) -> AttemptOutcome:
         return AttemptOutcome.hit(result.signature, artifacts=artifacts)
     if result.outcome is Outcome.NOT_REPRODUCED:
         return AttemptOutcome.miss(artifacts=artifacts)
-    if result.outcome is Outcome.OTHER_CRASH:
+    if result.outcome in (Outcome.OTHER_CRASH, Outcome.HANG):
         return AttemptOutcome.other_crash(
             result.signature or result.title or "unknown crash", artifacts=artifacts
         )

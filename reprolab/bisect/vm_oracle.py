@@ -55,7 +55,8 @@ def boot_failed(result: AttemptResult) -> bool:
     """
     if result.outcome is Outcome.INFRA_ERROR:
         return any(n in BOOT_FAILURES for n in result.notes)
-    return result.outcome is Outcome.OTHER_CRASH and result.boot_seconds is None
+    return (result.outcome in (Outcome.OTHER_CRASH, Outcome.HANG)
+            and result.boot_seconds is None)
 
 
 class VmOracle:

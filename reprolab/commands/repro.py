@@ -140,6 +140,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         with out.status("preparing the kernel and image"):
             kernel = session.kernel(case.kernel, artifacts)
+            session.check_expectation(case, artifacts)
             session.image(case.guest.image, kernel)
         with show_progress():
             for index in range(1, case.attempts + 1):
@@ -151,7 +152,6 @@ def main(args: argparse.Namespace) -> int:
                       flush=True)
                 if case.stops_after(result.hit):
                     break
-        results = [session.settle(r) for r in results]
     finally:
         session.close()
     if plan is not None:

@@ -11,17 +11,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from reprolab.console import Console
 from reprolab.errors import GuestDied, InfraError
-from reprolab.events import NO_OUTPUT, PVPANIC, WATCHDOG_FIRE, GuestEvent
+from reprolab.events import HANG_KINDS, NO_OUTPUT, PVPANIC, WATCHDOG_FIRE, GuestEvent, Source
+from reprolab.guest.inflight import call_watched
 from reprolab.triage.parser import ConsoleParser
 from reprolab.virt.domain import Domain
 from reprolab.virt.hostfiles import HostFiles, LocalFiles
 
 if TYPE_CHECKING:
     from reprolab.ssh import SshChannel
+    from reprolab.triage.report import CrashReport
+
+T = TypeVar("T")
 
 #: After a fatal event, read on until the console is quiet this long (or SETTLE_MAX passes).
 SETTLE_QUIET = 2.0
@@ -42,7 +46,7 @@ class Guest:
         self.domain = domain
         self.console = console
         self.directory = directory
-        self.ssh: SshChannel | None = None
+        self._ssh: SshChannel | None = None
         self.events: list[GuestEvent] = []
         self.silence_timeout = silence_timeout
         self.ready = False
@@ -53,8 +57,34 @@ class Guest:
         self._parser = ConsoleParser()
         self._t0 = time.monotonic()
         self._last_state_poll = 0.0
+        #: Seconds without console output when a hang event (silence, watchdog) fired.
+        self.hang_seconds: float | None = None
+        #: Console offset when the harness injected its NMI (what follows is its doing).
+        self.nmi_position: int | None = None
         console.add_observer(self._on_console)
-        console.stop_check = self.stop_reason
+        console.stop_check = self._watch_stop
+
+    @property
+    def ssh(self) -> SshChannel | None:
+        return self._ssh
+
+    @ssh.setter
+    def ssh(self, channel: SshChannel | None) -> None:
+        """Every call on the channel runs under :meth:`watched`: a deadline, the console read."""
+        self._ssh = channel
+        if channel is not None:
+            channel.watch = self.watched
+
+    def watched(self, fn: Callable[[], T], timeout: float | None, what: str) -> T:
+        """Run a guest call in a worker while this thread reads the console and libvirt.
+
+        Ends at the call's deadline (:class:`CallTimeout`) or the guest's first fatal event
+        (:class:`GuestStopped`), whichever comes first; see :mod:`reprolab.guest.inflight`.
+        """
+        ssh = self._ssh
+        return call_watched(fn, timeout=timeout, what=what, poll=self.poll,
+                            stop=self.stop_reason,
+                            abort=ssh.abort if ssh is not None else lambda: None)
 
     def mark_started(self, t0: float) -> None:
         """Event times count from ``t0``: the moment the guest was resumed or restored."""
@@ -64,11 +94,19 @@ class Guest:
     def _now(self) -> float:
         return time.monotonic() - self._t0
 
+    def elapsed(self) -> float:
+        """Seconds since the guest was resumed: the clock its events' ``at`` counts on."""
+        return self._now()
+
     def _on_console(self, data: bytes) -> None:
         for ev in self._parser.feed(data):
             self.events.append(
                 GuestEvent(ev.kind, ev.line, "console", bool(ev.fatal), self._now(), ev.cpu)
             )
+
+    def record(self, kind: str, line: str, source: Source) -> None:
+        """A non-fatal event of the harness's own (an NMI it injected): on the timeline."""
+        self.events.append(GuestEvent(kind, line, source, False, self._now()))
 
     def _add(self, kind: str, line: str, source: str, fatal: bool) -> None:
         if not any(e.kind == kind for e in self.events):
@@ -77,6 +115,14 @@ class Guest:
     def poll(self, timeout: float = 0.25) -> None:
         """Read the console for up to ``timeout`` s and look at the domain's state."""
         self.console.pump(timeout)
+        self._check_state()
+
+    def _watch_stop(self) -> str | None:
+        """The console's stop check: waits on the console also watch libvirt and silence."""
+        self._check_state()
+        return self.stop_reason()
+
+    def _check_state(self) -> None:
         now = time.monotonic()
         if now - self._last_state_poll >= 0.5:
             self._last_state_poll = now
@@ -84,6 +130,8 @@ class Guest:
             if state.crashed:
                 self._add(PVPANIC, "libvirt: guest reported a panic (pvpanic)", "libvirt", True)
             elif state.watchdog_fired:
+                if self.fatal_event is None:
+                    self.hang_seconds = self.console.silence()
                 self._add(WATCHDOG_FIRE, "libvirt: domain paused by its watchdog", "libvirt",
                           True)
             elif state.gone:
@@ -97,12 +145,27 @@ class Guest:
             and self.fatal_event is None
             and self.console.silence() > self.silence_timeout
         ):
+            self.hang_seconds = self.console.silence()
             self._add(NO_OUTPUT, f"no console output for {self.silence_timeout:.0f} s",
                       "harness", True)
 
     @property
     def fatal_event(self) -> GuestEvent | None:
         return next((e for e in self.events if e.fatal), None)
+
+    def hung(self, report: CrashReport | None) -> bool:
+        """Did the attempt end on a hang no kernel report explains?
+
+        The first fatal event is the harness's silence timeout or the guest watchdog, and the
+        console holds no fatal report from before it (a report the harness's own NMI forced
+        out afterwards shows the stacks, not the cause).
+        """
+        first = self.fatal_event
+        if first is None or first.kind not in HANG_KINDS:
+            return False
+        if report is None or not report.fatal:
+            return True
+        return self.nmi_position is not None and report.start >= self.nmi_position
 
     def stop_reason(self) -> str | None:
         ev = self.fatal_event

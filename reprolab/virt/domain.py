@@ -143,6 +143,14 @@ class Domain:
         except libvirt.libvirtError as exc:
             raise GuestDied(f"domain {self.name} could not be paused: {exc}") from exc
 
+    def inject_nmi(self) -> None:
+        """virDomainInjectNMI: QEMU raises an NMI on every vCPU, even one spinning with
+        interrupts off; a guest booted with unknown_nmi_panic then panics with its stacks."""
+        try:
+            self.dom.injectNMI(0)
+        except libvirt.libvirtError as exc:
+            raise GuestDied(f"could not inject an NMI into domain {self.name}: {exc}") from exc
+
     def destroy(self) -> None:
         """Idempotent: destroying a domain already gone is not an error."""
         with contextlib.suppress(libvirt.libvirtError):

@@ -1,0 +1,157 @@
+"""Every vCPU wedged on purpose: the attempt still ends with a kernel verdict and stacks.
+
+LKDTM HARDLOCKUP spins with interrupts off forever. Run on each of the guest's CPUs at
+once (waiters pinned with taskset, released together), no timer runs anywhere: no lockup
+detector can report (``nmi_watchdog=0`` also keeps the buddy detector from catching a CPU
+that wedged a moment before the last, which would make the test depend on timing). The
+console goes silent; the harness must notice, inject an NMI, dump, and read every CPU's
+stack from the vmcore.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from reprolab.case import CaseSpec
+from reprolab.guest.handle import Guest
+from reprolab.guest.inflight import GuestStopped
+from reprolab.kernel.artifacts import KernelArtifacts
+from reprolab.kernel.resolve import resolve_kernel
+from reprolab.kernel.spec import parse_kernel_spec
+from reprolab.session import Session
+from reprolab.verdict import Outcome
+
+SOURCE = "linux-source-6.12"
+SMALL = f"build:{SOURCE}"
+#: The small kernel's tinyconfig leaves NR_CPUS at 2, so 2 vCPUs is every CPU there.
+VCPUS = 2
+TARBALL = Path(f"/usr/src/{SOURCE}.tar.xz")
+DIRECT = "/sys/kernel/debug/provoke-crash/DIRECT"
+#: One waiter pinned on each CPU, released at once through a FIFO: all CPUs wedge within
+#: moments, with no fork or exec after the first (an IPI to a wedged CPU would leave the
+#: sender spinning with interrupts on, and the soft-lockup detector would speak).
+WEDGE = (
+    "mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug; "
+    "rm -f /tmp/go; mkfifo /tmp/go; "
+    f"for c in $(seq 0 {VCPUS - 1}); do "
+    f"taskset -c $c sh -c 'cat /tmp/go; echo HARDLOCKUP > {DIRECT}' & done; "
+    "sleep 2; echo go > /tmp/go; wait"
+)
+
+pytest_plugins = ["pytester"]
+
+pytestmark = [
+    pytest.mark.vm,
+    pytest.mark.skipif(not TARBALL.exists(),
+                       reason=f"{TARBALL} missing (apt-get install {SOURCE})"),
+]
+
+
+@pytest.fixture(scope="module")
+def small() -> KernelArtifacts:
+    return resolve_kernel(parse_kernel_spec(SMALL))
+
+
+def test_silent_all_cpu_wedge_ends_with_every_cpu_stack(small: KernelArtifacts,
+                                                        tmp_path: Path) -> None:
+    """The guest call in flight ends with the guest's stop (not its 600 s deadline, not an
+    SSH error); the verdict is the kernel's; the expected frame is found in the vmcore,
+    since ``loglevel=1`` keeps every stack off the console (only the panic line shows)."""
+    case = CaseSpec.from_marker("it::wedge::silent", {
+        "kernel": SMALL,
+        "guest": {"vcpus": VCPUS, "memory": "512M", "image": "tools"},
+        "cmdline": {"nmi_watchdog": 0, "loglevel": 1},
+        "silence_timeout": 30,
+        "mode": "reproduce",
+        "expect": {"in_stack": "lkdtm_HARDLOCKUP"},
+    })
+    stopped: list[BaseException] = []
+
+    def body(guest: Guest) -> None:
+        assert guest.sh("nproc").strip() == str(VCPUS)
+        try:
+            guest.sh(WEDGE, timeout=600)
+        except GuestStopped as exc:
+            stopped.append(exc)
+            raise
+
+    session = Session(uri="qemu:///system", artifacts=tmp_path / "artifacts")
+    try:
+        session.check_expectation(case)
+        result, err = session.run_attempt(case, 1, body)
+    finally:
+        session.close()
+    assert stopped, f"the in-flight call did not end on the guest's stop: {err!r}"
+    assert "no console output" in str(stopped[0])
+    kinds = [e.kind for e in result.events]
+    assert kinds[:2] == ["no-output", "nmi-injected"], kinds
+    assert result.outcome is Outcome.REPRODUCED, result
+    assert result.matched_in is not None and result.matched_in.endswith(" in vmcore"), result
+    assert result.dossier is not None
+    dossier = json.loads(result.dossier.read_text())
+    assert dossier["debug_info"] is True
+    stacks = {c["cpu"]: c["stack"] for c in dossier["cpus"]}
+    assert sorted(stacks) == list(range(VCPUS))
+    for cpu, stack in stacks.items():
+        assert any(f.startswith("lkdtm_HARDLOCKUP") for f in stack), (cpu, stack)
+    assert dossier["expectation"]["matched_in"] == result.matched_in
+    saved = json.loads((result.directory / "result.json").read_text())
+    assert saved["matched_in"] == result.matched_in
+
+
+def test_regression_case_fails_on_a_hang(small: KernelArtifacts, pytester: pytest.Pytester
+                                          ) -> None:
+    """A regression suite on a kernel that wedges must fail, naming the hang."""
+    pytester.makepyfile(test_wedge=textwrap.dedent(f"""
+        import pytest
+
+        @pytest.mark.reprolab(
+            kernel={SMALL!r},
+            guest={{"vcpus": {VCPUS}, "memory": "512M", "image": "minimal"}},
+            cmdline={{"nmi_watchdog": 0}},
+            silence_timeout=20,
+            dump=None,
+            mode="regression",
+            expect={{"kind": "hard-lockup"}},
+        )
+        def test_wedge(guest):
+            guest.console.send({WEDGE!r})
+            guest.wait(300)
+    """))
+    art = pytester.path / "art"
+    res = pytester.runpytest_subprocess(f"--reprolab-artifacts={art}", "-p", "no:cacheprovider")
+    res.assert_outcomes(failed=1)
+    res.stdout.fnmatch_lines(["*regression: hang: no progress for * s*"])
+    result = json.loads(next(art.rglob("result.json")).read_text())
+    assert result["outcome"] == "hang"
+    assert [e["kind"] for e in result["events"]][:2] == ["no-output", "nmi-injected"]
+
+
+def test_silent_stack_overflow_is_titled_from_the_vmcore_log(small: KernelArtifacts,
+                                                             tmp_path: Path) -> None:
+    """LKDTM EXHAUST_STACK dies in the double-fault handler: the console may print nothing
+    before pvpanic pauses the guest, but the log in the dump names the guard page hit."""
+    case = CaseSpec.from_marker("it::wedge::exhaust-stack", {
+        "kernel": SMALL,
+        "guest": {"vcpus": 1, "memory": "512M", "image": "minimal"},
+        "mode": "reproduce",
+        "expect": {"title": "BUG: stack guard page was hit in .*"},
+    })
+
+    def body(guest: Guest) -> None:
+        guest.console.send("mountpoint -q /sys/kernel/debug || mount -t debugfs none "
+                           f"/sys/kernel/debug; echo EXHAUST_STACK > {DIRECT}")
+        guest.wait(240)
+
+    session = Session(uri="qemu:///system", artifacts=tmp_path / "artifacts")
+    try:
+        result, err = session.run_attempt(case, 1, body)
+    finally:
+        session.close()
+    assert err is None, err
+    assert result.outcome is Outcome.REPRODUCED, result
+    assert result.kind == "bug", result
