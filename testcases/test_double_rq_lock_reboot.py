@@ -47,7 +47,8 @@ FIELD_REBOOT = RebootUnderLoad(
 )
 FIELD_GUEST = {"vcpus": 3, "memory": "512M", "image": "tools", "watchdog": WATCHDOG}
 FIELD_CMDLINE = {**FIELD_REBOOT.cmdline(), "watchdog_thresh": 2, "nmi_watchdog": "panic",
-                 "hardlockup_all_cpu_backtrace": 1, "sched_field_cfsb": 0, "sched_field_rt": 0}
+                 "hardlockup_all_cpu_backtrace": 1, "sched_field_rqlock_window_us": 200,
+                 "sched_field_cfsb": 0, "sched_field_rt": 0}
 FIELD_SIGNATURE = {"kind": "hard-lockup", "in_stack": "double_rq_lock"}
 
 
