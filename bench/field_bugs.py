@@ -21,7 +21,6 @@ import argparse
 import json
 import platform
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,26 +176,30 @@ def main() -> int:
     parser.add_argument("--attempts", type=int, default=5, help="positive-control attempts")
     parser.add_argument("--negative-attempts", type=int, default=5)
     parser.add_argument("--only", nargs="*", default=None, choices=[b.name for b in BUGS])
+    parser.add_argument("--artifacts", type=Path, default=None,
+                        help="where every attempt's artifacts are kept (default: "
+                        "./artifacts/field_bugs-TIME)")
     args = parser.parse_args()
+    artifacts: Path = args.artifacts or Path("artifacts") / time.strftime(
+        "field_bugs-%Y%m%dT%H%M%S", time.gmtime())
     old: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     by_name: dict[str, dict[str, Any]] = {e["bug"]: e for e in old.get("bugs", [])}
-    with tempfile.TemporaryDirectory(prefix="rl-bench-field-") as tmp:
-        for bug in BUGS:
-            if args.only is not None and bug.name not in args.only:
-                continue
-            pos = run_control(bug.positive, args.attempts, Path(tmp) / bug.name / "pos")
-            neg = run_control(bug.negative, args.negative_attempts,
-                              Path(tmp) / bug.name / "neg")
-            by_name[bug.name] = bug_entry(bug, pos, neg, by_name.get(bug.name, {}))
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            ordered = [by_name[b.name] for b in BUGS if b.name in by_name]
-            ordered += [e for n, e in by_name.items() if n not in {b.name for b in BUGS}]
-            RESULTS.write_text(json.dumps({
-                "bench": "field_bugs", "host": platform.node(),
-                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "kernel": "build:linux-source-6.12+patches=testcases/patches",
-                "bugs": ordered,
-            }, indent=2) + "\n")
+    for bug in BUGS:
+        if args.only is not None and bug.name not in args.only:
+            continue
+        pos = run_control(bug.positive, args.attempts, artifacts / bug.name / "positive")
+        neg = run_control(bug.negative, args.negative_attempts,
+                          artifacts / bug.name / "negative")
+        by_name[bug.name] = bug_entry(bug, pos, neg, by_name.get(bug.name, {}))
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        ordered = [by_name[b.name] for b in BUGS if b.name in by_name]
+        ordered += [e for n, e in by_name.items() if n not in {b.name for b in BUGS}]
+        RESULTS.write_text(json.dumps({
+            "bench": "field_bugs", "host": platform.node(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "kernel": "build:linux-source-6.12+patches=testcases/patches",
+            "bugs": ordered,
+        }, indent=2) + "\n")
     print_table([by_name[b.name] for b in BUGS if b.name in by_name])
     print(f"wrote {RESULTS}")
     return 0
