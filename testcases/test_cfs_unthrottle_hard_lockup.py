@@ -75,7 +75,14 @@ def test_cfs_unthrottle_hard_lockup(guest):
     STORM.cleanup(guest)
 
 
-def _field_storm(guest):
+def knob(guest, name):
+    """A field-bug knob as the running kernel has it (Y/N, or a number)."""
+    return guest.sh(f"cat /sys/module/kernel/parameters/{name}").strip()
+
+
+def _field_storm(guest, mechanism):
+    # A misspelt knob would be ignored by the kernel and make either control meaningless.
+    assert knob(guest, "sched_field_cfsb") == mechanism
     FIELD_STORM.setup(guest)
     FIELD_STORM.inject(guest)
     guest.wait(40)
@@ -94,7 +101,7 @@ def _field_storm(guest):
     attempts=5,
 )
 def test_cfs_unthrottle_hard_lockup_field_kernel(guest):
-    _field_storm(guest)
+    _field_storm(guest, "Y")
 
 
 @pytest.mark.skipif(_field_missing is not None, reason=_field_missing or "")
@@ -107,4 +114,4 @@ def test_cfs_unthrottle_hard_lockup_field_kernel(guest):
     attempts=5,
 )
 def test_cfs_unthrottle_mechanism_off_field_kernel(guest):
-    _field_storm(guest)
+    _field_storm(guest, "N")

@@ -72,6 +72,7 @@ def test_double_rq_lock_during_reboot(guest):
                       cmdline={**FIELD_CMDLINE, "sched_field_rqlock": 1},
                       expect=FIELD_SIGNATURE, mode="reproduce", attempts=5, boot_timeout=120)
 def test_double_rq_lock_deadlock_field_kernel(guest):
+    assert guest.sh("cat /sys/module/kernel/parameters/sched_field_rqlock").strip() == "Y"
     outcome = FIELD_REBOOT.run_reboot(guest, timeout=150)
     # Reproduced is decided by the signature; a reboot that went through is worth saying.
     assert outcome != "rebooted", "the reboot under load completed: no deadlock"
@@ -82,5 +83,6 @@ def test_double_rq_lock_deadlock_field_kernel(guest):
                       cmdline={**FIELD_CMDLINE, "sched_field_rqlock": 0},
                       expect=FIELD_SIGNATURE, mode="regression", attempts=5, boot_timeout=120)
 def test_double_rq_lock_mechanism_off_field_kernel(guest):
+    assert guest.sh("cat /sys/module/kernel/parameters/sched_field_rqlock").strip() == "N"
     outcome = FIELD_REBOOT.run_reboot(guest, timeout=150)
     assert outcome == "rebooted", f"the reboot under load ended as {outcome}"

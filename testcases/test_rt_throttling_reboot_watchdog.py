@@ -68,6 +68,7 @@ FIELD_CMDLINE = {**FIELD_REBOOT.cmdline(), "watchdog.stop_on_reboot": 0,
                       cmdline={**FIELD_CMDLINE, "sched_field_rt": 1},
                       expect=SIGNATURE, mode="reproduce", attempts=5, boot_timeout=120)
 def test_rt_starved_reboot_fires_the_watchdog_field_kernel(guest):
+    assert guest.sh("cat /sys/module/kernel/parameters/sched_field_rt").strip() == "Y"
     outcome = FIELD_REBOOT.run_reboot(guest, timeout=90)
     assert outcome == "watchdog-fire", f"the reboot {outcome} instead of hanging"
 
@@ -77,6 +78,7 @@ def test_rt_starved_reboot_fires_the_watchdog_field_kernel(guest):
                       cmdline={**FIELD_CMDLINE, "sched_field_rt": 0},
                       expect=SIGNATURE, mode="regression", attempts=5, boot_timeout=120)
 def test_rt_reboot_finishes_with_mechanism_off_field_kernel(guest):
+    assert guest.sh("cat /sys/module/kernel/parameters/sched_field_rt").strip() == "N"
     outcome = FIELD_REBOOT.run_reboot(guest, timeout=90)
     assert guest.seen("rt-throttling"), "the hogs never hit the RT bandwidth limit"
     assert outcome == "rebooted", f"the reboot under RT load ended as {outcome}"
