@@ -42,12 +42,18 @@ class LoadBalanceStress(Scenario):
     hotplug_interval_s: float = 0.5
     #: Short-lived tasks pinned to rotating CPUs, back to back (a migration storm).
     migration_storm: bool = True
+    #: Unpinned SCHED_FIFO tasks (priorities 10, 11, ...) that sleep 100 us and spin a
+    #: little, over and over: with more of them than CPUs, every wakeup and every sleep
+    #: pushes or pulls RT tasks between runqueues (``push_rt_task``/``pull_rt_task`` ->
+    #: ``double_lock_balance``), the paths that hold two runqueue locks at once.
+    rt_churn: int = 0
 
     def __post_init__(self) -> None:
         where = "load_balance_stress"
         require(0 <= self.hogs <= 256, where, f"hogs must be 0..256, got {self.hogs}")
         require(self.affinity_interval_s >= 0, where, "affinity_interval_s must not be negative")
         require(self.hotplug_interval_s >= 0, where, "hotplug_interval_s must not be negative")
+        require(0 <= self.rt_churn <= 64, where, f"rt_churn must be 0..64, got {self.rt_churn}")
 
     def _ncpu(self) -> str:
         return f"N=$(ls -d {CPU_SYS}/cpu[0-9]* | wc -l)"
@@ -71,6 +77,13 @@ class LoadBalanceStress(Scenario):
     def storm_loop(self) -> str:
         return "while :; do taskset -c $((RANDOM % N)) true 2>/dev/null; done"
 
+    def rt_churn_loop(self) -> str:
+        spin = "i=0; while [ $i -lt 200 ]; do i=$((i+1)); done"
+        return (
+            f"n=0; while [ $n -lt {self.rt_churn} ]; do chrt -f $((10 + n)) sh -c "
+            f"'while :; do usleep 100; {spin}; done' & n=$((n+1)); done"
+        )
+
     def inject_script(self) -> str:
         parts = [
             f"{self._ncpu()}; mkdir -p {STATE_DIR}; : > {HOGS}; : > {CYCLES}",
@@ -83,6 +96,8 @@ class LoadBalanceStress(Scenario):
             parts.append(f"( {self.hotplug_loop()} ) &")
         if self.migration_storm:
             parts.append(f"( {self.storm_loop()} ) &")
+        if self.rt_churn:
+            parts.append(f"( {self.rt_churn_loop()}; wait ) &")
         parts.append("wait")
         # "a & b" must not become "a &; b" (a syntax error): background items end with "&".
         script = "".join(p + (" " if p.endswith("&") else "; ") for p in parts)

@@ -41,6 +41,11 @@ class RtHog(Scenario):
     #: Hogs that survive SIGTERM (as RT applications that shut down on their own terms do):
     #: a shutdown's "kill everything" step then leaves them running until SIGKILL.
     ignore_sigterm: bool = False
+    #: Seconds after which the hogs on CPUs not in ``keep_cpus`` are killed (0: never). RT
+    #: work that ends on some CPUs leaves their RT runtime unused: under RT_RUNTIME_SHARE the
+    #: hogs that keep running borrow it and stop being throttled.
+    stop_after_s: float = 0
+    keep_cpus: tuple[int, ...] = (0,)
 
     def __post_init__(self) -> None:
         where = "rt_hog"
@@ -54,6 +59,9 @@ class RtHog(Scenario):
         require(1 <= self.hogs_per_cpu <= 64, where,
                 f"hogs_per_cpu must be 1..64, got {self.hogs_per_cpu}")
         require(self.delay_s >= 0, where, "delay_s must not be negative")
+        require(self.stop_after_s >= 0, where, "stop_after_s must not be negative")
+        require(all(c >= 0 for c in self.keep_cpus), where,
+                f"keep_cpus must be CPU numbers, got {self.keep_cpus}")
 
     @property
     def unthrottled(self) -> bool:
@@ -87,9 +95,17 @@ class RtHog(Scenario):
         launcher = (
             f"sleep {self.delay_s}; for c in {cpu_list(self.cpus)}; do "
             f"n=0; while [ $n -lt {self.hogs_per_cpu} ]; do "
-            f"{self.hog_command('$c')} & n=$((n+1)); done; done; wait"
+            f"{self.hog_command('$c')} & {self._stopper()}n=$((n+1)); done; done; wait"
         )
         return detached(self.name, launcher)
+
+    def _stopper(self) -> str:
+        """Shell, right after a hog started, that kills it later unless its CPU is kept."""
+        if self.stop_after_s <= 0:
+            return ""
+        keep = " ".join(str(c) for c in self.keep_cpus)
+        return (f"p=$!; case \" {keep} \" in *\" $c \"*) ;; "
+                f"*) ( sleep {self.stop_after_s}; kill -9 $p ) & ;; esac; ")
 
     def cleanup_script(self) -> str:
         return (

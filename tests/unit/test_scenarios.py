@@ -36,6 +36,7 @@ ALL: list[Scenario] = [
     RtHog(), RtHog(cpus=None, runtime_us=-1, runtime_share=True, ignore_sigterm=True),
     CfsBandwidthStorm(), CfsBandwidthStorm(cgroup="v1", churn_interval_s=0),
     LoadBalanceStress(), LoadBalanceStress(hotplug=False, migration_storm=False),
+    LoadBalanceStress(rt_churn=6), RtHog(cpus=None, stop_after_s=2, keep_cpus=(0, 2)),
     BackgroundLoad(), HungTask(), HungTask(method="lkdtm"), Lkdtm("SOFTLOCKUP"), NestedKvm(),
     RebootUnderLoad(load=RtHog(), after_reboot="echo -1 > /proc/sys/kernel/x"),
 ]
@@ -310,3 +311,30 @@ def test_built_kernel_need(monkeypatch: pytest.MonkeyPatch) -> None:
     reason = built_kernel_missing("build:linux-source-6.12")
     assert reason is None or "reprolab build-kernel build:linux-source-6.12" in reason \
         or "cannot be built here" in reason
+
+
+def test_rt_hog_stopper_kills_only_hogs_off_the_kept_cpus(tmp_path: Any) -> None:
+    """Run the launcher's stopper with ``sleep`` standing in for the hog: the kept CPU's
+    hog survives the stop time, the others are killed."""
+    sc = RtHog(cpus=(0, 1, 2), stop_after_s=0.3, keep_cpus=(1,))
+    script = (
+        "for c in 0 1 2; do sleep 5 & " + sc._stopper() + "echo $c:$! >> pids; done; "
+        "sleep 1; for e in $(cat pids); do p=${e#*:}; "
+        "if kill -0 $p 2>/dev/null; then echo alive:${e%:*}; kill $p; fi; done"
+    )
+    done = subprocess.run(["sh", "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          check=True, timeout=20)
+    assert done.stdout.split() == ["alive:1"], done.stdout
+
+
+def test_rt_hog_rejects_negative_stop_time() -> None:
+    with pytest.raises(UserError, match="stop_after_s"):
+        RtHog(stop_after_s=-1)
+
+
+def test_load_balance_rt_churn() -> None:
+    assert "chrt -f" not in LoadBalanceStress().inject_script()
+    script = LoadBalanceStress(rt_churn=3).inject_script()
+    assert "chrt -f $((10 + n))" in script and "-lt 3" in script
+    with pytest.raises(UserError, match="rt_churn"):
+        LoadBalanceStress(rt_churn=65)
