@@ -32,17 +32,15 @@ without the isolation: all three vCPUs wedged ("hrtimer: interrupt took 11229811
 soft lockups only) and no hard lockup was reported.
 """
 
-from pathlib import Path
 
 import pytest
+from fieldkernel import FIELD_KERNEL
 
 from reprolab.scenario import CfsBandwidthStorm
 from reprolab.scenario.needs import built_kernel_missing
 
 KERNEL = "build:linux-source-6.12"
-PATCHES = Path(__file__).resolve().parent / "patches"
 #: 6.12 with every field-bug patch (one kernel for all field-bug cases).
-FIELD_KERNEL = f"{KERNEL}+patches={PATCHES}"
 #: On the field kernel, switch off the mechanisms this file does not test.
 OTHER_BUGS_OFF = {"sched_field_rt": 0, "sched_field_rqlock": 0}
 _missing = built_kernel_missing(KERNEL)

@@ -28,17 +28,15 @@ Cases:
   load with ``sched_field_rqlock=0`` must reboot.
 """
 
-from pathlib import Path
 
 import pytest
+from fieldkernel import FIELD_KERNEL
 
 from reprolab.scenario import LoadBalanceStress, RebootUnderLoad
 from reprolab.scenario.needs import built_kernel_missing
 
 WATCHDOG = {"model": "i6300esb", "action": "pause"}
 
-PATCHES = Path(__file__).resolve().parent / "patches"
-FIELD_KERNEL = f"build:linux-source-6.12+patches={PATCHES}"
 _field_missing = built_kernel_missing(FIELD_KERNEL)
 FIELD_REBOOT = RebootUnderLoad(
     load=LoadBalanceStress(hogs=6, affinity_interval_s=0.05, hotplug_interval_s=0.2,

@@ -36,9 +36,9 @@ Both field-kernel cases boot with ``watchdog.stop_on_reboot=0``: 6.12's watchdog
 the i6300esb from its reboot notifier, which a box's hardware watchdog does not do.
 """
 
-from pathlib import Path
 
 import pytest
+from fieldkernel import FIELD_KERNEL
 
 from reprolab.scenario import RebootUnderLoad, RtHog
 from reprolab.scenario.base import kill_detached
@@ -50,8 +50,6 @@ WATCHDOG = {"model": "i6300esb", "action": "pause"}
 GUEST = {"vcpus": 2, "memory": "512M", "image": "tools", "watchdog": WATCHDOG}
 SIGNATURE = {"events": ["rt-throttling", "watchdog-fire"]}
 
-PATCHES = Path(__file__).resolve().parent / "patches"
-FIELD_KERNEL = f"build:linux-source-6.12+patches={PATCHES}"
 _field_missing = built_kernel_missing(FIELD_KERNEL)
 #: Hogs on every CPU at the default bandwidth; all but CPU 0's end after 3 s.
 FIELD_REBOOT = RebootUnderLoad(

@@ -1,0 +1,13 @@
+"""The field-bug kernel every positive and negative control runs on.
+
+One kernel for all the bug series in ``patches/series`` (CI builds one extra kernel, not one
+per bug): each mechanism is on by default and has a boot knob that turns it off, so a case
+turns off the mechanisms it does not test and its negative control turns off its own.
+``patches/field.config`` lets the hang cases have the third vCPU they need.
+"""
+
+from pathlib import Path
+
+PATCHES = Path(__file__).resolve().parent / "patches"
+BASE_KERNEL = "build:linux-source-6.12"
+FIELD_KERNEL = f"{BASE_KERNEL}+patches={PATCHES}+fragment={PATCHES / 'field.config'}"
