@@ -18,9 +18,15 @@ from reprolab.errors import UserError
 Accel = Literal["kvm", "tcg"]
 PanicDevice = Literal["isa", "none"]
 WatchdogAction = Literal["pause", "reset", "poweroff", "shutdown", "dump", "none"]
+FeaturePolicy = Literal["require", "disable"]
+#: One CPUID feature the guest CPU must show ("require") or must not ("disable").
+CpuFeature = tuple[str, FeaturePolicy]
 
 _MEM = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|[KMGT]|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1 << 20, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+#: QEMU/libvirt CPU feature names: "movbe", "sse4.2", "avx512-vp2intersect", "pdpe1gb".
+_FEATURE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
+_POLICY_SIGN: dict[str, FeaturePolicy] = {"+": "require", "-": "disable"}
 
 
 def parse_memory(value: str | int) -> int:
@@ -37,6 +43,30 @@ def parse_memory(value: str | int) -> int:
     if mib < 64:
         raise UserError(f"guest memory {value!r} is below the 64 MiB a kernel needs")
     return mib
+
+
+def parse_cpu_features(value: Any, *, where: str) -> tuple[CpuFeature, ...]:
+    """``["+movbe", "-pdpe1gb"]`` (or one such string) as (name, policy) pairs, in order.
+
+    A feature toggled on the guest CPU is how one kernel gives a positive and a negative
+    control (a bug taken only on CPUs that show the feature), so a typo must not silently
+    leave the CPU as it was: each item needs its sign and a plausible name, once.
+    """
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise UserError(f"{where}: guest cpu_features must be a list like ['+movbe', '-x2apic'], "
+                        f"got {value!r}")
+    features: dict[str, FeaturePolicy] = {}
+    for item in items:
+        text = item.strip() if isinstance(item, str) else ""
+        name = text[1:].strip()
+        if text[:1] not in _POLICY_SIGN or not _FEATURE.match(name):
+            raise UserError(f"{where}: guest cpu_features item {item!r} must be '+name' "
+                            "(require) or '-name' (disable), name as QEMU spells it")
+        if name in features:
+            raise UserError(f"{where}: guest cpu_features names {name!r} twice")
+        features[name] = _POLICY_SIGN[text[0]]
+    return tuple(features.items())
 
 
 @dataclass(frozen=True)
@@ -61,6 +91,8 @@ class GuestSpec:
     cpu_model: str = "qemu64"
     #: Expose nested virtualisation (SVM under TCG, the host's VMX/SVM under KVM).
     nested: bool = False
+    #: CPUID features added to or removed from the CPU model, in order.
+    cpu_features: tuple[CpuFeature, ...] = ()
     accel: Accel = "tcg"
     panic_device: PanicDevice = "isa"
     watchdog: Watchdog | None = None
@@ -78,9 +110,18 @@ class GuestSpec:
             raise UserError(f"guest vcpus must be 1..64, got {self.vcpus}")
         if self.memory_mib < 64:
             raise UserError(f"guest memory must be at least 64 MiB, got {self.memory_mib}")
+        if (self.nested and self.cpu_model != "host"
+                and (nested_flag(self.cpu_model), "disable") in self.cpu_features):
+            raise UserError(f"guest cpu_features disables {nested_flag(self.cpu_model)}, "
+                            "which nested virtualisation needs")
 
     def cmdline_text(self) -> str:
         return " ".join(k if v is None else f"{k}={v}" for k, v in self.cmdline)
+
+
+def nested_flag(cpu_model: str) -> str:
+    """The CPUID flag nested virtualisation needs on ``cpu_model`` (a named, non-host one)."""
+    return "vmx" if "intel" in cpu_model.lower() else "svm"
 
 
 def merge_cmdline(
@@ -111,6 +152,7 @@ class GuestOptions:
     image: str = "minimal"
     nested: bool = False
     cpu_model: str | None = None
+    cpu_features: tuple[CpuFeature, ...] = ()
     watchdog: Watchdog | None = None
     panic_device: PanicDevice = "isa"
     extra_devices: tuple[str, ...] = field(default=())
@@ -119,7 +161,8 @@ class GuestOptions:
     def from_mapping(cls, data: Mapping[str, Any] | None, *, where: str) -> GuestOptions:
         """Validate a marker's ``guest={...}``; unknown keys are a typo the user must hear of."""
         data = dict(data or {})
-        known = {"vcpus", "memory", "image", "nested", "cpu", "watchdog", "panic", "devices"}
+        known = {"vcpus", "memory", "image", "nested", "cpu", "cpu_features", "watchdog",
+                 "panic", "devices"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise UserError(
@@ -150,6 +193,7 @@ class GuestOptions:
             image=str(data.get("image", "minimal")),
             nested=bool(data.get("nested", False)),
             cpu_model=data.get("cpu"),
+            cpu_features=parse_cpu_features(data.get("cpu_features", ()), where=where),
             watchdog=watchdog,
             panic_device=panic,
             extra_devices=tuple(devices),
