@@ -30,6 +30,7 @@ kvm-clock boot lines (the kvmclock investigations' area) in the attempt's direct
 """
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -42,7 +43,7 @@ _no_svm = nested_missing("svm")
 
 #: reprolab's 6.12 build with every field-bug series (patches/series) applied.
 PATCHED = "build:linux-source-6.12+patches=patches"
-_no_patched = built_kernel_missing(PATCHED)
+_no_patched = built_kernel_missing(PATCHED, base_dir=Path(__file__).parent)
 #: reprolab's plain 6.12 build, the recipe the new-CPU-model series is bisected with.
 PLAIN = "build:linux-source-6.12"
 _no_plain = built_kernel_missing(PLAIN)
