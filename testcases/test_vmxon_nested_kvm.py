@@ -139,6 +139,7 @@ def test_svm_enable_on_nested_kvm_start(guest):
     mode="reproduce",
     attempts=5,
     until="all",
+    dump="kdump-zlib",
 )
 def test_svm_vmstart_fault_reproduces(guest):
     _first_vm_start(guest, "amd")
@@ -193,6 +194,7 @@ def test_svm_first_vm_start_on_new_cpu_model(guest):
     mode="reproduce",
     attempts=5,
     until="all",
+    dump="kdump-zlib",
 )
 def test_vmxon_vmstart_fault_reproduces(guest):
     _first_vm_start(guest, "intel")
