@@ -42,8 +42,9 @@ _no_vmx = nested_missing("vmx")
 _no_svm = nested_missing("svm")
 
 #: reprolab's 6.12 build with every field-bug series (patches/series) applied.
-PATCHED = "build:linux-source-6.12+patches=patches"
-_no_patched = built_kernel_missing(PATCHED, base_dir=Path(__file__).parent)
+#: An absolute path: the session resolves a marker's relative paths from the cwd.
+PATCHED = f"build:linux-source-6.12+patches={Path(__file__).resolve().parent / 'patches'}"
+_no_patched = built_kernel_missing(PATCHED)
 #: reprolab's plain 6.12 build, the recipe the new-CPU-model series is bisected with.
 PLAIN = "build:linux-source-6.12"
 _no_plain = built_kernel_missing(PLAIN)
