@@ -79,7 +79,9 @@ def base_tree() -> Path:
 def make_series(dest: Path) -> list[str]:
     """Clone the base tree to ``dest`` and `git am` the series; returns [base, p1..p6]."""
     base = base_tree()
-    subprocess.run(["git", "clone", "-q", "--local", str(base), str(dest)], check=True)
+    # gc.auto=0: the base holds ~80k loose objects, which `git am` would otherwise repack.
+    subprocess.run(["git", "clone", "-q", "--local", "-c", "gc.auto=0", str(base), str(dest)],
+                   check=True)
     commits = [_git(dest, "rev-parse", "HEAD")]
     for patch in sorted(SERIES.glob("*.patch")):
         _git(dest, "am", "-q", "--committer-date-is-author-date", str(patch))
