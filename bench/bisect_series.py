@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,25 +49,30 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run a step on the good commit (one more build)")
     args = parser.parse_args(argv)
     console = Console()
-    with tempfile.TemporaryDirectory(prefix="bisect-series-", dir="/var/tmp") as tmp:
-        work = Path(tmp)
-        start = time.monotonic()
-        commits = make_series(work / "linux")
-        prepare = time.monotonic() - start
-        out = work / "bisect"
-        argv_ = [sys.executable, "-m", "reprolab.cli", "bisect", CASE,
-                 "--tree", str(work / "linux"), "--good", commits[0], "--bad", commits[-1],
-                 "--calibrate", str(args.calibrate), "--max-attempts", str(args.max_attempts),
-                 "--on-cap", "lean", "--out", str(out)]
-        if not args.verify_good:
-            argv_.append("--no-verify-good")
-        begin = time.monotonic()
-        done = subprocess.run(argv_, capture_output=True, text=True, cwd=work)
-        wall = time.monotonic() - begin
-        console.print(done.stdout[-4000:])
-        if done.returncode != 0:
-            console.print(done.stderr[-4000:])
-        report: dict[str, Any] = json.loads((out / "report.json").read_text())
+    # Kept when the bisection fails: its step log and attempts are the evidence.
+    tmp = tempfile.mkdtemp(prefix="bisect-series-", dir="/var/tmp")
+    work = Path(tmp)
+    start = time.monotonic()
+    commits = make_series(work / "linux")
+    prepare = time.monotonic() - start
+    out = work / "bisect"
+    argv_ = [sys.executable, "-m", "reprolab.cli", "bisect", CASE,
+             "--tree", str(work / "linux"), "--good", commits[0], "--bad", commits[-1],
+             "--calibrate", str(args.calibrate), "--max-attempts", str(args.max_attempts),
+             "--on-cap", "lean", "--out", str(out)]
+    if not args.verify_good:
+        argv_.append("--no-verify-good")
+    begin = time.monotonic()
+    done = subprocess.run(argv_, capture_output=True, text=True, cwd=work)
+    wall = time.monotonic() - begin
+    console.print(done.stdout[-4000:])
+    if done.returncode != 0:
+        console.print(done.stderr[-4000:])
+    if not (out / "report.json").exists():
+        console.print(f"no report: the bisection failed; evidence kept in {work}")
+        return 1
+    report: dict[str, Any] = json.loads((out / "report.json").read_text())
+    shutil.rmtree(work, ignore_errors=True)
     culprit = commits[1 + CULPRIT_INDEX]
     steps = report.get("steps", [])
     table = Table(title="bisect of the new-CPU-model series (6 patches on 6.12)")
