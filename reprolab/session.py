@@ -307,6 +307,7 @@ class Session:
             memory_mib=opts.memory_mib,
             cpu_model=opts.cpu_model or ("host" if self.accel.accel == "kvm" else "qemu64"),
             nested=opts.nested,
+            cpu_features=opts.cpu_features,
             accel=self.accel.accel,
             panic_device=opts.panic_device,
             watchdog=opts.watchdog,

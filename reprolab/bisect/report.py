@@ -70,6 +70,7 @@ class BisectReport:
                 f"{step.get('verdict')}  hits {step.get('hits')}/{step.get('attempts')}"
                 f"{f' (+{others} other crashes)' if others else ''}"
                 f"  confidence {float(step.get('confidence', 0.0)):.1%}"
+                f"{_duration(step)}"
                 f"{'  (capped)' if step.get('capped') else ''}"
                 f"{check}"
             )
@@ -84,6 +85,12 @@ class BisectReport:
         else:
             lines.append(f"no {what} found")
         return "\n".join(lines)
+
+
+def _duration(step: dict[str, Any]) -> str:
+    """A step's wall time (its build, boots and attempts), when the step log has it."""
+    duration = step.get("duration")
+    return f"  {float(duration):.0f} s" if isinstance(duration, int | float) else ""
 
 
 def _counts(step: dict[str, Any]) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 from lxml import etree
 
 from reprolab.guest.metadata import RunTag
-from reprolab.guest.spec import GuestSpec
+from reprolab.guest.spec import GuestSpec, nested_flag
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 
@@ -105,13 +105,15 @@ def render_domain_xml(
 def _render_cpu(root: etree._Element, spec: GuestSpec) -> None:
     if spec.cpu_model == "host":
         cpu = _sub(root, "cpu", mode="host-passthrough", check="none")
-        return
-    cpu = _sub(root, "cpu", mode="custom", match="exact", check="none")
-    _sub(cpu, "model", spec.cpu_model, fallback="forbid")
-    if spec.nested:
-        # Under TCG QEMU emulates SVM; on a KVM host the feature must be the host's own.
-        flag = "vmx" if "intel" in spec.cpu_model.lower() else "svm"
-        _sub(cpu, "feature", policy="require", name=flag)
+    else:
+        cpu = _sub(root, "cpu", mode="custom", match="exact", check="none")
+        _sub(cpu, "model", spec.cpu_model, fallback="forbid")
+        if spec.nested and (nested_flag(spec.cpu_model), "require") not in spec.cpu_features:
+            # Under TCG QEMU emulates SVM; on a KVM host the feature must be the host's own.
+            _sub(cpu, "feature", policy="require", name=nested_flag(spec.cpu_model))
+    # libvirt takes <feature> under host-passthrough too: a feature toggled on either.
+    for name, policy in spec.cpu_features:
+        _sub(cpu, "feature", policy=policy, name=name)
 
 
 def _qemu_args(spec: GuestSpec) -> list[str]:

@@ -19,9 +19,15 @@ from reprolab.problems import Problems
 Accel = Literal["kvm", "tcg"]
 PanicDevice = Literal["isa", "none"]
 WatchdogAction = Literal["pause", "reset", "poweroff", "shutdown", "dump", "none"]
+FeaturePolicy = Literal["require", "disable"]
+#: One CPUID feature the guest CPU must show ("require") or must not ("disable").
+CpuFeature = tuple[str, FeaturePolicy]
 
 _MEM = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|[KMGT]|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1 << 20, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+#: QEMU/libvirt CPU feature names: "movbe", "sse4.2", "avx512-vp2intersect", "pdpe1gb".
+_FEATURE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
+_POLICY_SIGN: dict[str, FeaturePolicy] = {"+": "require", "-": "disable"}
 
 
 def parse_memory(value: str | int) -> int:
@@ -38,6 +44,30 @@ def parse_memory(value: str | int) -> int:
     if mib < 64:
         raise UserError(f"guest memory {value!r} is below the 64 MiB a kernel needs")
     return mib
+
+
+def parse_cpu_features(value: Any, *, where: str) -> tuple[CpuFeature, ...]:
+    """``["+movbe", "-pdpe1gb"]`` (or one such string) as (name, policy) pairs, in order.
+
+    A feature toggled on the guest CPU is how one kernel gives a positive and a negative
+    control (a bug taken only on CPUs that show the feature), so a typo must not silently
+    leave the CPU as it was: each item needs its sign and a plausible name, once.
+    """
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise UserError(f"{where}: guest cpu_features must be a list like ['+movbe', '-x2apic'], "
+                        f"got {value!r}")
+    features: dict[str, FeaturePolicy] = {}
+    for item in items:
+        text = item.strip() if isinstance(item, str) else ""
+        name = text[1:].strip()
+        if text[:1] not in _POLICY_SIGN or not _FEATURE.match(name):
+            raise UserError(f"{where}: guest cpu_features item {item!r} must be '+name' "
+                            "(require) or '-name' (disable), name as QEMU spells it")
+        if name in features:
+            raise UserError(f"{where}: guest cpu_features names {name!r} twice")
+        features[name] = _POLICY_SIGN[text[0]]
+    return tuple(features.items())
 
 
 @dataclass(frozen=True)
@@ -62,6 +92,8 @@ class GuestSpec:
     cpu_model: str = "qemu64"
     #: Expose nested virtualisation (SVM under TCG, the host's VMX/SVM under KVM).
     nested: bool = False
+    #: CPUID features added to or removed from the CPU model, in order.
+    cpu_features: tuple[CpuFeature, ...] = ()
     accel: Accel = "tcg"
     panic_device: PanicDevice = "isa"
     watchdog: Watchdog | None = None
@@ -79,9 +111,18 @@ class GuestSpec:
             raise UserError(f"guest vcpus must be 1..64, got {self.vcpus}")
         if self.memory_mib < 64:
             raise UserError(f"guest memory must be at least 64 MiB, got {self.memory_mib}")
+        if (self.nested and self.cpu_model != "host"
+                and (nested_flag(self.cpu_model), "disable") in self.cpu_features):
+            raise UserError(f"guest cpu_features disables {nested_flag(self.cpu_model)}, "
+                            "which nested virtualisation needs")
 
     def cmdline_text(self) -> str:
         return " ".join(k if v is None else f"{k}={v}" for k, v in self.cmdline)
+
+
+def nested_flag(cpu_model: str) -> str:
+    """The CPUID flag nested virtualisation needs on ``cpu_model`` (a named, non-host one)."""
+    return "vmx" if "intel" in cpu_model.lower() else "svm"
 
 
 def merge_cmdline(
@@ -112,6 +153,7 @@ class GuestOptions:
     image: str = "minimal"
     nested: bool = False
     cpu_model: str | None = None
+    cpu_features: tuple[CpuFeature, ...] = ()
     watchdog: Watchdog | None = None
     panic_device: PanicDevice = "isa"
     extra_devices: tuple[str, ...] = field(default=())
@@ -123,7 +165,8 @@ class GuestOptions:
         from reprolab.image.recipe import images_dir, recipe_path
 
         p = problems if problems is not None else Problems(where)
-        known = {"vcpus", "memory", "image", "nested", "cpu", "watchdog", "panic", "devices"}
+        known = {"vcpus", "memory", "image", "nested", "cpu", "cpu_features", "watchdog", "panic",
+                 "devices"}
         if data is not None and not isinstance(data, Mapping):
             p.add("guest", data, f"guest must be a mapping (keys: {', '.join(sorted(known))})")
             data = {}
@@ -166,6 +209,11 @@ class GuestOptions:
         if not isinstance(devices, list | tuple) or not all(isinstance(d, str) for d in devices):
             p.add("guest.devices", devices, "guest devices must be device XML strings")
             devices = ()
+        cpu_features: tuple[CpuFeature, ...] = ()
+        try:
+            cpu_features = parse_cpu_features(data.get("cpu_features", ()), where=where)
+        except UserError as exc:
+            p.user_error("guest.cpu_features", data.get("cpu_features"), exc)
         if problems is None:
             p.raise_if_any()
         return cls(
@@ -174,6 +222,7 @@ class GuestOptions:
             image=image,
             nested=nested,
             cpu_model=cpu,
+            cpu_features=cpu_features,
             watchdog=watchdog,
             panic_device=panic,
             extra_devices=tuple(devices),

@@ -9,6 +9,7 @@ returns None when the case can run, else the exact reason, for ``pytest.mark.ski
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from reprolab.accel import detect_accel
 from reprolab.errors import UserError
@@ -17,14 +18,18 @@ from reprolab.errors import UserError
 BUILD_ENV = "REPROLAB_BUILD_KERNELS"
 
 
-def built_kernel_missing(spec: str) -> str | None:
-    """None if the kernel ``spec`` names is cached (or building is allowed), else why not."""
+def built_kernel_missing(spec: str, *, base_dir: Path | None = None) -> str | None:
+    """None if the kernel ``spec`` names is cached (or building is allowed), else why not.
+
+    ``base_dir`` is where relative paths in ``spec`` start, as for the marker: pass the
+    test file's directory (``Path(__file__).parent``) for a spec with ``patches=patches``.
+    """
     if os.environ.get(BUILD_ENV, "") in ("1", "yes", "true"):
         return None
     from reprolab.kernel.build import compute_key, kernels_dir
     from reprolab.kernel.spec import parse_kernel_spec
 
-    parsed = parse_kernel_spec(spec)
+    parsed = parse_kernel_spec(spec, base_dir=base_dir)
     if parsed.build is None:
         return None
     try:

@@ -108,6 +108,10 @@ def test_flaky_bisect_with_seeded_oracle(tmp_path: Path, step_script: Path, seed
     assert report.overall_confidence is not None
     assert 0.9 <= report.overall_confidence <= 0.95
     assert shas[3] in report.render()
+    # Each step line gives its attempts and its wall time.
+    for step in result.steps:
+        line = next(ln for ln in report.render().splitlines() if step["commit"][:12] in ln)
+        assert f"/{step['attempts']}" in line and f"{step['duration']:.0f} s" in line
     assert_reset(tmp_path / "tree")
 
 

@@ -104,3 +104,48 @@ def test_guest_options_reject_unknown_keys() -> None:
         GuestOptions.from_mapping({"vcpu": 2}, where="t")
     opts = GuestOptions.from_mapping({"vcpus": 4, "memory": "1G", "watchdog": True}, where="t")
     assert (opts.vcpus, opts.memory_mib, opts.watchdog) == (4, 1024, Watchdog())
+
+
+def test_cpu_features_render_require_and_disable_in_order() -> None:
+    root = _xml(cpu_features=(("movbe", "require"), ("x2apic", "disable")))
+    feats = [(f.get("name"), f.get("policy")) for f in root.findall("cpu/feature")]
+    assert feats == [("movbe", "require"), ("x2apic", "disable")]
+    assert root.findtext("cpu/model") == "qemu64"
+
+
+def test_cpu_features_with_nested_keep_svm_once() -> None:
+    root = _xml(nested=True, cpu_features=(("svm", "require"), ("movbe", "disable")))
+    feats = [(f.get("name"), f.get("policy")) for f in root.findall("cpu/feature")]
+    assert feats == [("svm", "require"), ("movbe", "disable")]
+    root = _xml(nested=True, cpu_features=(("movbe", "require"),))
+    feats = [(f.get("name"), f.get("policy")) for f in root.findall("cpu/feature")]
+    assert feats == [("svm", "require"), ("movbe", "require")]
+
+
+def test_cpu_features_on_host_passthrough() -> None:
+    root = _xml(cpu_model="host", cpu_features=(("movbe", "disable"),))
+    assert root.find("cpu").get("mode") == "host-passthrough"
+    assert root.find("cpu/feature").get("name") == "movbe"
+
+
+def test_cpu_features_option_parses_signs() -> None:
+    opts = GuestOptions.from_mapping({"cpu_features": ["+movbe", "-x2apic", "+sse4.2"]},
+                                     where="t")
+    assert opts.cpu_features == (("movbe", "require"), ("x2apic", "disable"),
+                                 ("sse4.2", "require"))
+    assert GuestOptions.from_mapping({"cpu_features": "-movbe"}, where="t").cpu_features == (
+        ("movbe", "disable"),)
+    assert GuestOptions.from_mapping({}, where="t").cpu_features == ()
+
+
+@pytest.mark.parametrize("bad", [["movbe"], ["+"], ["+Mov be"], ["+movbe", "-movbe"],
+                                 {"movbe": True}, [3], ["+a;b"]])
+def test_cpu_features_option_rejects_bad_input_in_one_line(bad: object) -> None:
+    with pytest.raises(UserError, match=r"^t: guest cpu_features") as err:
+        GuestOptions.from_mapping({"cpu_features": bad}, where="t")
+    assert "\n" not in str(err.value)
+
+
+def test_cpu_features_cannot_take_away_the_nested_flag() -> None:
+    with pytest.raises(UserError, match="disables svm, which nested"):
+        GuestSpec(kernel=Path("/k"), nested=True, cpu_features=(("svm", "disable"),))

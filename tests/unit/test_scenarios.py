@@ -10,6 +10,7 @@ import shlex
 import subprocess
 import time
 from dataclasses import FrozenInstanceError
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -338,3 +339,18 @@ def test_load_balance_rt_churn() -> None:
     assert "chrt -f $((10 + n))" in script and "-lt 3" in script
     with pytest.raises(UserError, match="rt_churn"):
         LoadBalanceStress(rt_churn=65)
+def test_built_kernel_need_takes_relative_patches_from_base_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A case's ``patches=patches`` is relative to its file, not to where pytest started."""
+    from reprolab.scenario.needs import BUILD_ENV, built_kernel_missing
+
+    monkeypatch.delenv(BUILD_ENV, raising=False)
+    (tmp_path / "patches").mkdir()
+    (tmp_path / "patches" / "0001-x.patch").write_text("--- a/x\n+++ b/x\n")
+    monkeypatch.chdir(tmp_path.parent)
+    spec = "build:linux-source-6.12+patches=patches"
+    lost = built_kernel_missing(spec)
+    assert lost is not None and "does not exist" in lost
+    found = built_kernel_missing(spec, base_dir=tmp_path)
+    assert found is None or "does not exist" not in found
