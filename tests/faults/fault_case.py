@@ -17,6 +17,7 @@ MARKS = Path(os.environ.get("FAULTS_MARKS", "/nonexistent"))
     guest={"vcpus": 1, "memory": "256M", "image": "minimal"},
     expect={"title": "kernel panic: sysrq triggered crash"},
     mode="reproduce",
+    dump="elf",  # the runner is killed while this dump is written: the raw one takes longest
 )
 def test_fault_case(guest):
     (MARKS / "scenario").touch()
