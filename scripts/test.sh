@@ -10,9 +10,14 @@ cd "$here"
 "$venv/bin/mypy"
 # The small 6.12 kernel the built-kernel cases and tests use: built once, then cached.
 "$venv/bin/reprolab" build-kernel build:linux-source-6.12
+# The field-bug kernel (every bug series in testcases/patches, one kernel) the controls use.
+"$venv/bin/reprolab" build-kernel "$("$venv/bin/python" testcases/fieldkernel.py)"
 status=0
-# Unit tests, integration tests (real guests), then every field-bug case that can run here.
+# Unit tests, integration tests (real guests), then every field-bug case that can run here,
+# one attempt each: CI proves every path; repro rates over many attempts are bench/'s job
+# (bench/field_bugs.py).
 REPROLAB_BUILD_KERNELS=1 "$venv/bin/pytest" tests testcases -p no:cacheprovider \
+  --reprolab-attempts=1 \
   --junitxml=artifacts/junit-tests.xml -o junit_family=xunit1 --durations=40 "$@" || status=$?
 # Leave no guest behind, whatever the tests did.
 leftover=$(virsh -c qemu:///system list --name | sed '/^$/d' | grep '^rl-' || true)

@@ -11,3 +11,7 @@ from pathlib import Path
 PATCHES = Path(__file__).resolve().parent / "patches"
 BASE_KERNEL = "build:linux-source-6.12"
 FIELD_KERNEL = f"{BASE_KERNEL}+patches={PATCHES}+fragment={PATCHES / 'field.config'}"
+
+if __name__ == "__main__":
+    # scripts/main.sh and scripts/test.sh build this kernel before the cases run.
+    print(FIELD_KERNEL)
