@@ -11,8 +11,9 @@ bisect bench; left empty here).
 
 Run: ``.venv/bin/python bench/field_bugs.py [--attempts 5] [--negative-attempts 5]
 [--only NAME ...]``. Results merge into bench/results/field_bugs.json by bug name, so bugs can
-be measured in separate runs. The kernel must be built first (``reprolab build-kernel
-'build:linux-source-6.12+patches=testcases/patches'``); each attempt boots a TCG guest.
+be measured in separate runs. The field-bug kernel (testcases/fieldkernel.py) must be built
+first (``reprolab build-kernel "$(python testcases/fieldkernel.py)"``, as scripts/main.sh
+does); each attempt boots a TCG guest.
 """
 
 from __future__ import annotations
@@ -197,7 +198,7 @@ def main() -> int:
         RESULTS.write_text(json.dumps({
             "bench": "field_bugs", "host": platform.node(),
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "kernel": "build:linux-source-6.12+patches=testcases/patches",
+            "kernel": "field-bug kernel (testcases/fieldkernel.py)",
             "bugs": ordered,
         }, indent=2) + "\n")
     print_table([by_name[b.name] for b in BUGS if b.name in by_name])
