@@ -108,7 +108,10 @@ def assert_clean(session: Session, attempt: Path, console_then: bytes = b"", *,
         found += daemons.leaks([name])
     finally:
         nxt.close()
-    if not (attempt / "console.log").read_bytes().startswith(console_then):
+    # console.raw: the bytes as read (console.log is rewritten as text after the attempt).
+    raw = attempt / "console.raw"
+    if not (raw if raw.exists() else attempt / "console.log").read_bytes().startswith(
+            console_then):
         found.append("console bytes written before the fault are missing")
     lock = attempt.parent.parent / "results.jsonl.lock"
     if lock.exists():
