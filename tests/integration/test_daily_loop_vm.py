@@ -25,6 +25,12 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.vm
+def _vmcore(attempt: Path) -> Path:
+    """The attempt's dump as taken: compressed by default, raw with dump="elf"."""
+    kdump = attempt / "vmcore.kdump"
+    return kdump if kdump.exists() else attempt / "vmcore.elf"
+
+
 def test_run_attempts_progress_summary_tidy_and_dumps_that_open(tmp_path: Path) -> None:
     out = tmp_path / "run"
     done = _cli("run", "--attempts", "2", "--artifacts", str(out), str(CASE), cwd=ROOT)
@@ -61,9 +67,18 @@ def test_run_attempts_progress_summary_tidy_and_dumps_that_open(tmp_path: Path) 
         if result["outcome"] != "reproduced":
             continue
         dossier = json.loads((a / "report.json").read_text())
-        commands = dossier["open_with"]["commands"]
-        drgn = shlex.split(commands[0])
-        assert Path(drgn[0]).name == "drgn" and drgn[1:3] == ["-c", str(a / "vmcore.elf")]
+        commands = [shlex.split(c) for c in dossier["open_with"]["commands"]]
+        vmcore = _vmcore(a)
+        elf = vmcore
+        if vmcore.suffix == ".kdump":
+            # A compressed dump (the default) is converted first, by the command given.
+            convert = commands.pop(0)
+            assert convert[:4] == ["reprolab", "triage", "--vmcore", str(vmcore)], convert
+            subprocess.run([sys.executable, "-m", "reprolab.cli", *convert[1:]], check=True,
+                           capture_output=True, timeout=600)
+            elf = Path(convert[convert.index("--elf") + 1])
+        drgn = commands[0]
+        assert Path(drgn[0]).name == "drgn" and drgn[1:3] == ["-c", str(elf)]
         if dossier["vmlinux"]:
             probe = "print(prog.crashed_thread().stack_trace())"
             want = "sysrq_handle_crash"
@@ -78,7 +93,7 @@ def test_run_attempts_progress_summary_tidy_and_dumps_that_open(tmp_path: Path) 
     # Standalone triage finds the same vmlinux (by build id) as the run's dossier did.
     first = next(a for a in attempts
                  if json.loads((a / "result.json").read_text())["outcome"] == "reproduced")
-    again = _cli("triage", "--format", "json", "--vmcore", str(first / "vmcore.elf"),
+    again = _cli("triage", "--format", "json", "--vmcore", str(_vmcore(first)),
                  "--out", str(tmp_path / "standalone"), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     standalone = json.loads(again.stdout.splitlines()[-1])
