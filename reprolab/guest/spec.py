@@ -213,7 +213,8 @@ class GuestOptions:
         try:
             cpu_features = parse_cpu_features(data.get("cpu_features", ()), where=where)
         except UserError as exc:
-            p.user_error("guest.cpu_features", data.get("cpu_features"), exc)
+            p.add("guest.cpu_features", data.get("cpu_features"),
+                  str(exc).removeprefix(f"{where}: "))
         if problems is None:
             p.raise_if_any()
         return cls(

@@ -12,7 +12,8 @@ from reprolab.commands.match import EXIT_NO_MATCH, field_signature, rank
 
 FIELD = Path(__file__).resolve().parents[1] / "data" / "field"
 EL7 = FIELD / "el7-3.10-hard-lockup-cpu50-with-crash-bt.log"
-CFS = "testcases/test_cfs_unthrottle_hard_lockup.py::test_cfs_unthrottle_hard_lockup"
+#: The positive control on the field-bug kernel: the case that brings the bug back.
+CFS = "testcases/test_cfs_unthrottle_hard_lockup.py::test_cfs_unthrottle_hard_lockup_field_kernel"
 
 
 def test_el7_field_report_points_to_the_cfs_bandwidth_case(
