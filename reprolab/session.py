@@ -423,8 +423,7 @@ class Session:
                                self._accel.accel if self._accel else "unknown",
                                error="interrupted (SIGINT): no kernel verdict",
                                error_type="Interrupted",
-                               started_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
-                               notes=("error-type=Interrupted",))
+                               started_at=datetime.now(UTC).isoformat(timespec="milliseconds"))
         result.write()
         return result
 
@@ -449,8 +448,7 @@ class Session:
             (directory / "error.txt").write_text(f"{exc}\n\n{exc.detail or ''}\n")
             return AttemptResult(case.name, index, Outcome.INFRA_ERROR, directory, accel,
                                  error=str(exc), duration=time.monotonic() - started,
-                                 notes=(*notes, f"error-type={type(exc).__name__}"),
-                                 error_type=type(exc).__name__)
+                                 notes=tuple(notes), error_type=type(exc).__name__)
 
         try:
             kernel = self.kernel(case.kernel, directory)

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 #: where ``reprolab bisect`` was started is found through this (inherited) variable.
 CASE_DIR_ENV = "REPROLAB_CASE_DIR"
 #: Infrastructure errors that, on a freshly built kernel, mean "this kernel does not boot".
-BOOT_FAILURES = ("error-type=BootTimeout",)
+BOOT_FAILURES = ("BootTimeout",)
 
 
 def _truthy(value: str | None) -> bool:
@@ -54,7 +54,7 @@ def boot_failed(result: AttemptResult) -> bool:
     (``boot_seconds`` is only set once the guest reached its ready marker.)
     """
     if result.outcome is Outcome.INFRA_ERROR:
-        return any(n in BOOT_FAILURES for n in result.notes)
+        return result.error_type in BOOT_FAILURES
     return (result.outcome in (Outcome.OTHER_CRASH, Outcome.HANG)
             and result.boot_seconds is None)
 
