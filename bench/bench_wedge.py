@@ -31,20 +31,14 @@ from rich.table import Table
 
 from reprolab.case import CaseSpec
 from reprolab.guest.handle import Guest
+from reprolab.scenario.lkdtm import all_cpu_wedge
 from reprolab.session import Session
 from reprolab.triage.stacks import cpus_with_stacks
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "wedge.json"
 VCPUS = 2
-DIRECT = "/sys/kernel/debug/provoke-crash/DIRECT"
-WEDGE = (
-    "mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug; "
-    "rm -f /tmp/go; mkfifo /tmp/go; "
-    f"for c in $(seq 0 {VCPUS - 1}); do "
-    f"taskset -c $c sh -c 'cat /tmp/go; echo HARDLOCKUP > {DIRECT}' & done; "
-    "sleep 2; echo go > /tmp/go; wait"
-)
+WEDGE = all_cpu_wedge(VCPUS)
 
 
 def _case(silence: int) -> CaseSpec:

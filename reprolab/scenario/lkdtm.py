@@ -17,6 +17,22 @@ from reprolab.scenario.base import Scenario, detached, require
 DIRECT = "/sys/kernel/debug/provoke-crash/DIRECT"
 
 
+def all_cpu_wedge(vcpus: int) -> str:
+    """Shell command that wedges every CPU at once with LKDTM HARDLOCKUP.
+
+    One waiter pinned on each CPU, released together through a FIFO: all CPUs wedge within
+    moments, with no fork or exec after the first (an IPI to a wedged CPU would leave the
+    sender spinning with interrupts on, and the soft-lockup detector would speak).
+    """
+    return (
+        "mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug; "
+        "rm -f /tmp/go; mkfifo /tmp/go; "
+        f"for c in $(seq 0 {vcpus - 1}); do "
+        f"taskset -c $c sh -c 'cat /tmp/go; echo HARDLOCKUP > {DIRECT}' & done; "
+        "sleep 2; echo go > /tmp/go; wait"
+    )
+
+
 @dataclass(frozen=True)
 class Expected:
     kind: str

@@ -22,6 +22,7 @@ from reprolab.guest.inflight import GuestStopped
 from reprolab.kernel.artifacts import KernelArtifacts
 from reprolab.kernel.resolve import resolve_kernel
 from reprolab.kernel.spec import parse_kernel_spec
+from reprolab.scenario.lkdtm import DIRECT, all_cpu_wedge
 from reprolab.session import Session
 from reprolab.verdict import Outcome
 
@@ -30,17 +31,7 @@ SMALL = f"build:{SOURCE}"
 #: The small kernel's tinyconfig leaves NR_CPUS at 2, so 2 vCPUs is every CPU there.
 VCPUS = 2
 TARBALL = Path(f"/usr/src/{SOURCE}.tar.xz")
-DIRECT = "/sys/kernel/debug/provoke-crash/DIRECT"
-#: One waiter pinned on each CPU, released at once through a FIFO: all CPUs wedge within
-#: moments, with no fork or exec after the first (an IPI to a wedged CPU would leave the
-#: sender spinning with interrupts on, and the soft-lockup detector would speak).
-WEDGE = (
-    "mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug; "
-    "rm -f /tmp/go; mkfifo /tmp/go; "
-    f"for c in $(seq 0 {VCPUS - 1}); do "
-    f"taskset -c $c sh -c 'cat /tmp/go; echo HARDLOCKUP > {DIRECT}' & done; "
-    "sleep 2; echo go > /tmp/go; wait"
-)
+WEDGE = all_cpu_wedge(VCPUS)
 
 pytest_plugins = ["pytester"]
 
