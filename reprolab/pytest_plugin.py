@@ -16,16 +16,15 @@ from typing import Any
 
 import pytest
 
-from reprolab.attempt import AttemptInterrupted, AttemptResult
 from reprolab.case import CaseSpec
 from reprolab.errors import InfraError, UserError
 from reprolab.guest.handle import Guest
 from reprolab.hosts import HostPool, run_state_dir
 from reprolab.paths import default_artifacts, new_run_id
 from reprolab.problems import MarkerError
-from reprolab.results import CaseResult, append_result
-from reprolab.session import Session
-from reprolab.verdict import Outcome
+from reprolab.run.record import CaseResult, append_result
+from reprolab.run.session import Session
+from reprolab.run.verdict import Outcome
 from reprolab.virt.connection import DEFAULT_URI
 
 _SESSION_KEY = pytest.StashKey[Session]()
@@ -257,43 +256,35 @@ def _run_on_pool(item: pytest.Function, case: CaseSpec, pool: HostPool
 
 
 def _run_case(pyfuncitem: pytest.Function, case: CaseSpec, session: Session) -> CaseResult:
+    from reprolab.run.loop import CaseInterrupted, run_case
+
     func = pyfuncitem.obj
     params = inspect.signature(func).parameters
     kwargs = {name: pyfuncitem.funcargs[name] for name in params if name != "guest"}
 
-    results: list[AttemptResult] = []
-    body_errors: list[BaseException] = []
+    def body(g: Guest) -> None:
+        if "guest" in params:
+            func(**kwargs, guest=g)
+        else:
+            func(**kwargs)
+
     try:
         session.check_expectation(case)
     except UserError as exc:
         pytest.fail(str(exc), pytrace=False)
-    for index in range(1, case.attempts + 1):
-
-        def body(g: Guest) -> None:
-            if "guest" in params:
-                func(**kwargs, guest=g)
-            else:
-                func(**kwargs)
-
-        message: str | None = None
-        try:
-            result, body_error = session.run_attempt(case, index, body)
-        except AttemptInterrupted as exc:
-            # Ctrl-C: the run stops, but results.jsonl says this case was interrupted.
-            interrupted = CaseResult(case, (*results, exc.result))
-            append_result(session.artifacts, interrupted, host=session.uri, interrupted=True)
-            raise
-        except UserError as exc:
-            message = f"{case.name}: {exc}"
-        if message is not None:  # outside the except: one line, no chained traceback
-            pytest.fail(message, pytrace=False)
-        results.append(result)
-        if body_error is not None:
-            body_errors.append(body_error)
-        if case.stops_after(result.hit):
-            break
-    pyfuncitem.stash[_BODY_ERRORS_KEY] = body_errors
-    return CaseResult(case, tuple(results))
+    message: str | None = None
+    try:
+        run = run_case(session, case, body)
+    except CaseInterrupted as exc:
+        # Ctrl-C: the run stops, but results.jsonl says this case was interrupted.
+        append_result(session.artifacts, exc.case_result, host=session.uri, interrupted=True)
+        raise
+    except UserError as exc:
+        message = f"{case.name}: {exc}"
+    if message is not None:  # outside the except: one line, no chained traceback
+        pytest.fail(message, pytrace=False)
+    pyfuncitem.stash[_BODY_ERRORS_KEY] = list(run.body_errors)
+    return run.result
 
 
 def _record(item: pytest.Function, result: CaseResult, session: Session) -> None:
@@ -372,7 +363,7 @@ def _check_image(case: CaseSpec) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     """The verdicts of every reprolab test of the run (all xdist workers included)."""
-    from reprolab.results import read_results
+    from reprolab.run.record import read_results
 
     if getattr(config, "workerinput", None) is not None:
         return

@@ -11,7 +11,8 @@ numbers a reviewer can recompute (issue 14). Definitions:
 
 - a module is a ``.py`` file under ``reprolab/`` (packages count by their ``__init__``);
 - its package is ``reprolab.<dir>`` for a subpackage, ``reprolab`` for a flat root module;
-- an edge is "module A imports module B" (any import, top-level or inside a function);
+- an edge is "module A imports module B" (any import that runs, top-level or inside a
+  function; ``if TYPE_CHECKING:`` imports never run and are left out);
   ``from reprolab.x import name`` points at ``reprolab.x.name`` when that is a module;
 - a cross-package edge joins modules of two different packages; edges from a package's own
   ``__init__`` to its modules count as inside it;
@@ -86,9 +87,9 @@ def imports_of(path: Path, module: str, modules: set[str]) -> tuple[set[str], se
             if isinstance(child, ast.Import | ast.ImportFrom):
                 for name in targets(child):
                     hit = nearest(name)
-                    if hit is not None and hit != module:
+                    if hit is not None and hit != module and not type_only:
                         every.add(hit)
-                        if depth == 0 and not type_only:
+                        if depth == 0:
                             top.add(hit)
             guarded = type_only or (isinstance(child, ast.If)
                                     and "TYPE_CHECKING" in ast.unparse(child.test))

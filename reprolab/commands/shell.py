@@ -47,7 +47,7 @@ def _cmdline(items: list[str]) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from reprolab.session import Session
+    from reprolab.run.session import Session
     from reprolab.virt.connection import DEFAULT_URI
 
     case = CaseSpec.from_marker("shell", {

@@ -7,8 +7,6 @@ Public entry points:
 - :func:`reprolab.triage.report.parse_log` -> :class:`~reprolab.triage.report.CrashReport`:
   the first crash of a whole log, titled in syzkaller's convention.
 - :class:`reprolab.triage.signature.Signature`: ``kind:frame``, what attempts are grouped by.
-- :func:`reprolab.triage.watchdogs.watchdog_cmdline`: detector thresholds ordered so that
-  one hang is reported once.
 - :func:`reprolab.triage.vmcore.write_dossier`: report.json + report.md from a vmcore, with
   or without debug info.
 

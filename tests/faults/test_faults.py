@@ -29,9 +29,9 @@ from lxml import etree
 from reprolab.case import CaseSpec
 from reprolab.guest.handle import Guest
 from reprolab.pytest_plugin import _host_trouble
-from reprolab.results import CaseResult
-from reprolab.session import Session
-from reprolab.verdict import Outcome
+from reprolab.run.record import CaseResult
+from reprolab.run.session import Session
+from reprolab.run.verdict import Outcome
 
 pytestmark = pytest.mark.vm
 REPO = Path(__file__).resolve().parents[2]

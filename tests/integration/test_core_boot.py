@@ -17,8 +17,8 @@ from reprolab.accel import detect_accel
 from reprolab.events import NMI_INJECTED, NO_OUTPUT, PVPANIC
 from reprolab.guest.handle import Guest
 from reprolab.kernel.artifacts import stock_release
-from reprolab.session import Session
-from reprolab.verdict import Outcome
+from reprolab.run.session import Session
+from reprolab.run.verdict import Outcome
 
 pytestmark = pytest.mark.vm
 REPO = Path(__file__).resolve().parents[2]
@@ -152,7 +152,7 @@ def test_the_test_body_failure_is_the_tests_own(session: Session) -> None:
 _RUNNER = """
 import sys, time
 from pathlib import Path
-from reprolab.session import Session
+from reprolab.run.session import Session
 from reprolab.case import CaseSpec
 case = CaseSpec.from_marker("it::killed", {"expect": {"kind": "panic"},
     "guest": {"vcpus": 1, "memory": "256M", "image": "minimal"}})

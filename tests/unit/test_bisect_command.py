@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from git_tree import assert_reset, git_env, make_repo
 
-from reprolab.attempt import AttemptResult
 from reprolab.bisect.driver import EXIT_USAGE, Outcome
 from reprolab.bisect.oracles import attempt_outcome, parse_options, resolve_factory
 from reprolab.commands import bisect as bisect_cmd
 from reprolab.errors import UserError
 from reprolab.proc import run
-from reprolab.verdict import Outcome as Verdict
+from reprolab.run.attempt import AttemptResult
+from reprolab.run.verdict import Outcome as Verdict
 
 ORACLE = "flaky_oracle:from_context"
 

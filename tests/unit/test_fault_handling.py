@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from reprolab.attempt import AttemptResult
 from reprolab.console import Console
 from reprolab.guest.domain_xml import render_domain_xml
 from reprolab.guest.metadata import RunTag
 from reprolab.guest.spec import GuestSpec
-from reprolab.verdict import Outcome
+from reprolab.run.attempt import AttemptResult
+from reprolab.run.verdict import Outcome
 from reprolab.virt.connection import open_connection
 from reprolab.virt.domain import unique_name
 from reprolab.virt.hostfiles import LocalFiles

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from reprolab.attempt import AttemptResult
 from reprolab.case import CaseSpec
 from reprolab.pytest_plugin import _judge
-from reprolab.results import CaseResult
-from reprolab.verdict import Expectation, Observed, Outcome, classify
+from reprolab.run.attempt import AttemptResult
+from reprolab.run.record import CaseResult
+from reprolab.run.verdict import Expectation, Observed, Outcome, classify
 
 EXPECT = Expectation.from_mapping({"kind": "hard-lockup"}, where="t")
 

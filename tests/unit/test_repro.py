@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from reprolab.attempt import AttemptResult
 from reprolab.bisect.vm_oracle import boot_failed
 from reprolab.cli import EXIT_USER, main
 from reprolab.errors import UserError
@@ -24,7 +23,8 @@ from reprolab.replay import (
     replay_plan,
     write_attempt_bundle,
 )
-from reprolab.verdict import Outcome
+from reprolab.run.attempt import AttemptResult
+from reprolab.run.verdict import Outcome
 
 CASE = '''
 import pytest

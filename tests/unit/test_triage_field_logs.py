@@ -271,8 +271,8 @@ def test_stuck_in_names_where_the_cpu_spun() -> None:
 
 
 def test_attempt_result_carries_stuck_in_and_fatal_report(tmp_path: Path) -> None:
-    from reprolab.attempt import AttemptResult
-    from reprolab.verdict import Outcome
+    from reprolab.run.attempt import AttemptResult
+    from reprolab.run.verdict import Outcome
 
     rep = parse_log(SLAB_DOUBLE_FREE)
     hard = parse_log(EL7.read_bytes())

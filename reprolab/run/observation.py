@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reprolab.events import HANG_KINDS
+from reprolab.run.verdict import Observed
 from reprolab.triage.stacks import CONSOLE, VMCORE_LOG, guilty_frame, vmcore_stacks
-from reprolab.verdict import Observed
 
 if TYPE_CHECKING:
     from reprolab.guest.handle import Guest

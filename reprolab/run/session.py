@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import threading
@@ -24,22 +23,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reprolab.accel import AccelInfo, detect_accel
-from reprolab.attempt import AttemptInterrupted, AttemptResult
 from reprolab.case import CaseSpec
-from reprolab.console import Console, ConsoleTimeout
-from reprolab.errors import BootTimeout, InfraError, LibvirtUnavailable, UserError
+from reprolab.errors import InfraError, LibvirtUnavailable, UserError
 from reprolab.guest.handle import Guest
-from reprolab.guest.spec import GuestSpec, merge_cmdline
-from reprolab.hangcapture import NMI_CMDLINE, capture_hang
+from reprolab.guest.spec import GuestSpec
 from reprolab.kernel.artifacts import KernelArtifacts, stock_kernel
-from reprolab.observation import annotate_dossier, observe
 from reprolab.paths import runtime_root
 from reprolab.progress import Phase, ProgressEvent, emit
-from reprolab.verdict import Outcome, classify
+from reprolab.run.attempt import AttemptInterrupted, AttemptResult
+from reprolab.run.boot import safe_name
+from reprolab.run.record import record_attempt
+from reprolab.run.verdict import Outcome
 from reprolab.virt.connection import DEFAULT_URI, open_connection
-from reprolab.virt.domain import Domain
-from reprolab.virt.dump import take_vmcore
-from reprolab.virt.hostfiles import REMOTE_RUN, HostFiles, LocalFiles, SshFiles, host_files
+from reprolab.virt.hostfiles import REMOTE_RUN, HostFiles, LocalFiles, host_files
 from reprolab.virt.reaper import Reaped, reap_orphans
 from reprolab.virt.scratch import ReapedScratch, claim, reap_scratch
 
@@ -48,49 +44,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: reprolab's own command line, under the test case's (which may override any of it).
-#: panic=0 keeps a panicked guest in memory to be dumped; a reboot would lose the evidence.
-BASE_CMDLINE: Mapping[str, Any] = {
-    "console": "ttyS0,115200",
-    "panic": 0,
-    "printk.time": 1,
-}
-
 Body = Callable[[Guest], None]
+
 
 def min_free_gib() -> int:
     """Space kept free beyond a vmcore (REPROLAB_MIN_FREE_GIB, default 1)."""
     return int(os.environ.get("REPROLAB_MIN_FREE_GIB", "1"))
-
-
-#: Lab hosts that are this machine: their forwarded guest ports are reachable directly.
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def _tidy_logs(result: AttemptResult) -> AttemptResult:
-    """console.log as text (raw kept), no duplicate serial.log; never fails the attempt."""
-    from reprolab.consolelog import tidy_attempt_logs
-
-    try:
-        notes = tidy_attempt_logs(result.directory)
-    except OSError as exc:
-        notes = [f"console logs left as they were: {exc}"]
-    return replace(result, notes=(*result.notes, *notes)) if notes else result
-
-
-def _safe(name: str) -> str:
-    """One path component for a case name, whatever the name (a bundle's may be hostile):
-    no separators, and no leading dot, so never ``.`` or ``..``."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")[:120] or "case"
-
-
-def _silence_timeout(case: CaseSpec) -> float | None:
-    """Console silence that counts as a hang: the case's own, else its hang budget's."""
-    if case.silence_timeout is not None or case.hang_budget is None:
-        return case.silence_timeout
-    from reprolab.triage.watchdogs import watchdog_plan
-
-    return float(watchdog_plan(case.hang_budget).no_output_s)
 
 
 class Session:
@@ -164,7 +123,7 @@ class Session:
         probe.join(5.0)
         return bool(answered)
 
-    def _typed(self, exc: InfraError) -> InfraError:
+    def typed(self, exc: InfraError) -> InfraError:
         """A guest that "died" (or a boot that "timed out") because libvirtd went away is
         libvirt's failure, not the guest's: typed so, a lab pool takes the host out instead
         of retrying on it."""
@@ -274,120 +233,21 @@ class Session:
     # -- one guest ---------------------------------------------------------------------------
     def guest_spec(self, case: CaseSpec, kernel: KernelArtifacts, image: GuestImage
                    ) -> GuestSpec:
-        opts = case.guest
-        extra: dict[str, Any] = {}
-        if case.hang_budget is not None:
-            from reprolab.triage.watchdogs import watchdog_cmdline
+        from reprolab.run.boot import guest_spec
 
-            extra = dict(watchdog_cmdline(case.hang_budget))
-            extra.pop("no_output_timeout", None)
-        cmdline = merge_cmdline(BASE_CMDLINE, NMI_CMDLINE,
-                                tuple((c, None) for c in image.cmdline),
-                                extra, dict(case.cmdline))
-        fw_cfg: tuple[tuple[str, Path], ...] = ()
-        port = None
-        if image.has_ssh:
-            from reprolab.ssh import free_port
-
-            port = free_port()
-            fw_cfg = (("opt/reprolab/authorized_keys", self.files.ship(self.ssh_key()[1])),)
-        disk = None
-        if image.disk is not None:
-            from reprolab.image.build import make_overlay
-
-            if isinstance(self.files, LocalFiles):
-                disk = make_overlay(image, self.run_dir)
-            else:
-                disk = self.files.overlay(image.disk, f"overlay-{secrets.token_hex(4)}.qcow2")
-        return GuestSpec(
-            kernel=self.files.ship(kernel.image),
-            initrd=self.files.ship(image.initrd) if image.initrd is not None else None,
-            cmdline=cmdline,
-            vcpus=opts.vcpus,
-            memory_mib=opts.memory_mib,
-            cpu_model=opts.cpu_model or ("host" if self.accel.accel == "kvm" else "qemu64"),
-            nested=opts.nested,
-            cpu_features=opts.cpu_features,
-            accel=self.accel.accel,
-            panic_device=opts.panic_device,
-            watchdog=opts.watchdog,
-            disk=disk,
-            ssh_port=port,
-            fw_cfg=fw_cfg,
-            extra_devices=opts.extra_devices,
-        )
+        return guest_spec(self, case, kernel, image)
 
     def boot(self, case: CaseSpec, directory: Path, kernel: KernelArtifacts,
              image: GuestImage) -> tuple[Guest, Path]:
-        """Start the guest paused, attach the console, resume, wait for the ready marker.
+        """A usable guest for the attempt (see :func:`reprolab.run.boot.cold_boot`)."""
+        from reprolab.run.boot import cold_boot
 
-        A kernel that crashes during boot returns normally (the crash is a verdict); one
-        that prints nothing useful until the timeout raises :class:`BootTimeout`.
-        """
-        self.check_free_space(case.guest.memory_mib, dump=case.dump is not None)
-        spec = self.guest_spec(case, kernel, image)
-        serial = self.files.scratch(f"{directory.name}-{secrets.token_hex(3)}.serial.log")
-        domain = Domain.start(self.conn, spec, label=_safe(case.name.split("::")[-1]),
-                              test=case.name, serial_log=serial,
-                              autodestroy=not self.keep_guest)
-        (directory / "domain.xml").write_text(domain.xml)
-        (directory / "cmdline.txt").write_text(spec.cmdline_text() + "\n")
-        from reprolab.replay import write_attempt_bundle_safely
-
-        write_attempt_bundle_safely(
-            directory, case=case, kernel_spec=self.kernel_override or case.kernel,
-            kernel=kernel, image=image, cmdline=spec.cmdline_text(), domain_xml=domain.xml,
-            portable=self.portable_bundles)
-        console = Console(self.uri, domain.name, directory / "console.log")
-        guest = Guest(domain, console, directory, silence_timeout=_silence_timeout(case))
-        try:
-            console.attach()
-            t0 = time.monotonic()
-            domain.resume()
-            guest.mark_started(t0)
-            try:
-                console.wait_for(re.escape(image.ready_marker), case.boot_timeout)
-            except InfraError as exc:
-                if guest.crashed_during(exc):
-                    return guest, serial
-                if isinstance(exc, ConsoleTimeout):
-                    raise BootTimeout(
-                        f"{case.name}: guest {domain.name} did not reach its ready marker "
-                        f"in {case.boot_timeout:.0f} s (console: {directory / 'console.log'})",
-                        detail=console.tail(),
-                    ) from exc
-                raise
-            guest.ready = True
-            guest.boot_seconds = time.monotonic() - t0
-            if spec.ssh_port is not None:
-                from reprolab.ssh import SshChannel
-
-                assert image.host_key is not None
-                gateway = None
-                if isinstance(self.files, SshFiles) and self.files.host not in LOOPBACK:
-                    gateway = (self.files.host, self.files.port, self.files.user)
-                guest.ssh = SshChannel("127.0.0.1", spec.ssh_port, self.ssh_key()[0],
-                                       image.host_key, gateway=gateway)
-                try:
-                    ssh = guest.ssh
-                    guest.watched(lambda: ssh.wait_ready(timeout=60.0), 75.0,
-                                  f"SSH to guest {domain.name}")
-                except InfraError as exc:
-                    if not guest.crashed_during(exc):
-                        raise InfraError(
-                            f"{case.name}: guest {domain.name} booted but SSH on 127.0.0.1:"
-                            f"{spec.ssh_port} never answered: {exc}",
-                            detail=console.tail(),
-                        ) from exc
-        except BaseException:
-            guest.close(keep=False, serial_log=serial, files=self.files)
-            raise
-        return guest, serial
+        return cold_boot(self, case, directory, kernel, image)
 
     # -- one attempt -------------------------------------------------------------------------
     def attempt_dir(self, case: CaseSpec, index: int) -> Path:
         """A new directory for the attempt; an earlier one of the same name is never reused."""
-        base = self.artifacts / _safe(case.name)
+        base = self.artifacts / safe_name(case.name)
         if not base.resolve().is_relative_to(self.artifacts.resolve()):
             raise UserError(f"case name {case.name!r} leads out of {self.artifacts}")
         base.mkdir(parents=True, exist_ok=True)
@@ -435,7 +295,7 @@ class Session:
         body that fails because the kernel crashed under it is a kernel result.
         """
         directory = self.attempt_dir(case, index)
-        self._phase(case, index, directory, Phase.BUILDING)
+        self.phase(case, index, directory, Phase.BUILDING)
         started = time.monotonic()
         started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
         accel = self.accel.accel
@@ -443,7 +303,7 @@ class Session:
 
         def infra(exc: InfraError | UserError) -> AttemptResult:
             if isinstance(exc, InfraError):
-                exc = self._typed(exc)
+                exc = self.typed(exc)
             # Always written: a boot that timed out before printing anything has no detail.
             (directory / "error.txt").write_text(f"{exc}\n\n{exc.detail or ''}\n")
             return AttemptResult(case.name, index, Outcome.INFRA_ERROR, directory, accel,
@@ -453,12 +313,12 @@ class Session:
         try:
             kernel = self.kernel(case.kernel, directory)
             image = self.image(case.guest.image, kernel)
-            self._phase(case, index, directory, Phase.BOOTING)
+            self.phase(case, index, directory, Phase.BOOTING)
             guest, serial = self.boot(case, directory, kernel, image)
         except InfraError as exc:
             result = replace(infra(exc), started_at=started_at)
             result.write()
-            self._phase(case, index, directory, Phase.DONE, detail=str(result.outcome))
+            self.phase(case, index, directory, Phase.DONE, detail=str(result.outcome))
             return result, None
         except UserError:
             # Input to fix (a recipe, a patch): nothing ran, so no attempt directory stays.
@@ -466,23 +326,10 @@ class Session:
                 directory.rmdir()
             raise
         self._watch_events(case, index, guest)
-        self._phase(case, index, directory, Phase.RUNNING, guest)
+        self.phase(case, index, directory, Phase.RUNNING, guest)
 
-        body_error: BaseException | None = None
-        infra_error: InfraError | None = None
         try:
-            if guest.fatal_event is None:
-                body(guest)
-        except InfraError as exc:
-            if guest.crashed_during(exc):
-                notes.append(f"test body stopped by the guest's fatal event: {exc}")
-            else:
-                infra_error = exc
-        except Exception as exc:
-            # Never discarded: an assertion that failed after a fatal event is reported with
-            # the attempt (the crash decides the outcome, the assertion stays on record).
-            guest.crashed_during(exc, grace=1.0)
-            body_error = exc
+            body_error, infra_error = run_body(guest, body, notes)
         except BaseException:  # KeyboardInterrupt: keep the evidence, then stop
             guest.close(keep=False, serial_log=serial, files=self.files)
             raise
@@ -504,17 +351,13 @@ class Session:
             raise
         result = replace(result, started_at=started_at,
                          notes=(*result.notes, *guest.notes, *self._console_notes(guest)))
-        result = _tidy_logs(result)
-        result.write()
-        from reprolab.replay import record_attempt_verdict
-
-        record_attempt_verdict(directory, result.to_json())
-        self._phase(case, index, directory, Phase.DONE, guest, detail=str(result.outcome))
+        result = record_attempt(result)
+        self.phase(case, index, directory, Phase.DONE, guest, detail=str(result.outcome))
         return result, body_error
 
     @staticmethod
-    def _phase(case: CaseSpec, index: int, directory: Path, phase: Phase,
-               guest: Guest | None = None, detail: str = "") -> None:
+    def phase(case: CaseSpec, index: int, directory: Path, phase: Phase,
+              guest: Guest | None = None, detail: str = "") -> None:
         events = tuple(e.kind for e in guest.events) if guest is not None else ()
         emit(ProgressEvent(case.name, index, phase, directory, events, detail))
 
@@ -525,123 +368,40 @@ class Session:
         def observe(_data: bytes) -> None:
             if len(guest.events) != seen[0]:
                 seen[0] = len(guest.events)
-                self._phase(case, index, guest.directory, Phase.EVENT, guest,
-                            detail=guest.events[-1].kind)
+                self.phase(case, index, guest.directory, Phase.EVENT, guest,
+                           detail=guest.events[-1].kind)
 
         guest.console.add_observer(observe)
 
     def _conclude(self, case: CaseSpec, index: int, guest: Guest, kernel: KernelArtifacts,
                   started: float, notes: list[str]) -> AttemptResult:
-        from reprolab.triage.report import parse_log
+        from reprolab.run.conclude import conclude
 
-        # Pick up anything still in flight (a report may still be printing).
-        with contextlib.suppress(InfraError):
-            guest.poll(0.5)
-        fatal = guest.fatal_event
-        vmcore = None
-        vmcore_seconds = None
-        dossier = None
-        dump_error = None
-        if fatal is not None:
-            self._phase(case, index, guest.directory, Phase.CRASHED, guest, detail=fatal.kind)
-            capture_hang(guest, notes)
-            guest.settle()
-            if case.dump is not None:
-                self._phase(case, index, guest.directory, Phase.DUMPING, guest)
-                vmcore, vmcore_seconds, dump_error = self._dump(case, guest)
-                if dump_error is not None:
-                    notes.append(f"no vmcore: {dump_error}")
-        self._phase(case, index, guest.directory, Phase.TRIAGING, guest)
-        # A kernel built with the guess unwinder marks every frame "?"; without this its
-        # titles would name no frame at all.
-        report = parse_log(guest.console.log_path.read_bytes(),
-                           questionable_frames=kernel.config_value("UNWINDER_GUESS") == "y")
-        if vmcore is not None:
-            # The verdict may need the dossier (the vmcore's log and stacks), so it is
-            # written before the verdict, not in the background.
-            dossier = self._dossier(vmcore, kernel, guest.directory, report, notes)
-        obs = observe(guest, report, dossier, notes)
-        seen = obs.seen
-        outcome = classify(case.expect, seen)
-        matched_in = case.expect.found_in(seen) if outcome is Outcome.REPRODUCED else None
-        annotate_dossier(dossier, matched_in, case.expect.describe())
-        if report is not None:
-            extra = "".join(f"{k}: {v}\n" for k, v in (
-                ("stuck in", report.stuck_in), ("fatal", report.fatal_title)) if v)
-            (guest.directory / "crash-report.txt").write_text(
-                f"{report.title}\n{extra}\n{report.report}\n")
-        return AttemptResult(
-            case=case.name,
-            index=index,
-            outcome=outcome,
-            directory=guest.directory,
-            accel=self.accel.accel,
-            title=seen.title,
-            kind=seen.kind,
-            frame=seen.frame,
-            signature=obs.signature,
-            events=tuple(guest.events),
-            vmcore=vmcore,
-            vmcore_seconds=vmcore_seconds,
-            dossier=dossier,
-            boot_seconds=guest.boot_seconds,
-            duration=time.monotonic() - started,
-            notes=tuple(notes),
-            dump_error=dump_error,
-            stuck_in=report.stuck_in if report else None,
-            fatal_title=report.fatal_title if report else None,
-            fatal_kind=report.fatal_kind if report else None,
-            hang_seconds=guest.hang_seconds if outcome is Outcome.HANG else None,
-            matched_in=matched_in,
-        )
-
-    def _dump(self, case: CaseSpec, guest: Guest) -> tuple[Path | None, float | None, str | None]:
-        """Dump the guest into the artifacts: (vmcore, seconds, why it failed).
-
-        The console already gave the kernel verdict; a dump that fails (a full disk, QEMU
-        or libvirtd gone) loses the vmcore and says why, never the verdict. A partial
-        vmcore is removed: on a full disk its space is what the reports still need.
-        """
-        assert case.dump is not None
-        suffix = "elf" if case.dump == "elf" else "kdump"
-        local = guest.directory / f"vmcore.{suffix}"
-        # The dump is written on the libvirt host, then brought into the artifacts.
-        target = local
-        try:
-            guest.domain.pause()
-            if not isinstance(self.files, LocalFiles):
-                target = self.files.scratch(f"{guest.domain.name}.vmcore")
-            core = take_vmcore(guest.domain.dom, target, case.dump)  # type: ignore[arg-type]
-            if case.dump == "elf" and core.size < (case.guest.memory_mib << 20):
-                # An ELF memory dump holds all of RAM: a shorter one was cut off (a disk
-                # that filled under it) even if libvirt reported success.
-                raise InfraError(f"vmcore {target} truncated: {core.size} bytes for a "
-                                 f"{case.guest.memory_mib} MiB guest")
-            if not self.files.fetch(target, local):
-                raise InfraError(f"vmcore {target} could not be fetched from "
-                                 f"{self.files.host}")
-        except InfraError as exc:
-            local.unlink(missing_ok=True)
-            if target != local:
-                self.files.remove(target)
-            return None, None, str(self._typed(exc))
-        return local, core.seconds, None
+        return conclude(self, case, index, guest, kernel, started, notes)
 
     @staticmethod
     def _console_notes(guest: Guest) -> list[str]:
         err = guest.console.write_error
         return [err] if err else []
 
-    def _dossier(self, vmcore: Path, kernel: KernelArtifacts, directory: Path,
-                 report: Any, notes: list[str]) -> Path | None:
-        """Triage the vmcore; a failure here loses the dossier, never the verdict."""
-        try:
-            from reprolab.triage.vmcore import write_dossier
 
-            return write_dossier(vmcore, kernel.vmlinux, directory, console_report=report)
-        except (UserError, InfraError) as exc:
-            notes.append(f"vmcore triage failed: {exc}")
-        except Exception as exc:
-            log.exception("vmcore triage crashed")
-            notes.append(f"vmcore triage crashed: {type(exc).__name__}: {exc}")
-        return None
+def run_body(guest: Guest, body: Body, notes: list[str]
+             ) -> tuple[BaseException | None, InfraError | None]:
+    """The test body on the guest: (its own failure, the infrastructure's failure).
+
+    A body stopped by the guest's fatal event is neither: the crash decides the outcome.
+    """
+    try:
+        if guest.fatal_event is None:
+            body(guest)
+    except InfraError as exc:
+        if guest.crashed_during(exc):
+            notes.append(f"test body stopped by the guest's fatal event: {exc}")
+            return None, None
+        return None, exc
+    except Exception as exc:
+        # Never discarded: an assertion that failed after a fatal event is reported with
+        # the attempt (the crash decides the outcome, the assertion stays on record).
+        guest.crashed_during(exc, grace=1.0)
+        return exc, None
+    return None, None

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from reprolab.events import GuestEvent
-from reprolab.verdict import Outcome
+from reprolab.run.verdict import Outcome
 
 
 @dataclass(frozen=True)
