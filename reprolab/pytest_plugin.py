@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from reprolab.case import CaseSpec
-from reprolab.errors import InfraError, UserError
+from reprolab.errors import Family, InfraError, UserError
 from reprolab.guest.handle import Guest
 from reprolab.hosts import HostPool, run_state_dir
 from reprolab.paths import default_artifacts, new_run_id
@@ -225,10 +225,8 @@ def _host_trouble(result: CaseResult) -> str | None:
     """The reason to take a host out of the pool: every attempt failed on the host itself."""
     if result.kernel_attempts or not result.attempts:
         return None
-    first = result.attempts[0]
-    host_level = (first.error_type == "LibvirtUnavailable"
-                  or (first.error or "").startswith("host "))
-    return first.error if host_level else None
+    failure = result.attempts[0].failure
+    return failure.message if failure is not None and failure.family is Family.HOST else None
 
 
 def _run_on_pool(item: pytest.Function, case: CaseSpec, pool: HostPool

@@ -27,17 +27,29 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from reprolab.bisect.sequential import SequentialTest, StepDecision, StepPolicy, Verdict
-from reprolab.errors import InfraError, UntestableError, UserError
+from reprolab.errors import (
+    EXIT_CODES,
+    ExitContext,
+    Family,
+    InfraError,
+    UntestableError,
+    UserError,
+)
+from reprolab.errors import (
+    exit_code as failure_exit,
+)
 from reprolab.proc import Completed, run
 from reprolab.stats import ReproRate
 
 #: ``git bisect run`` exit codes (git-bisect(1)): 0 old, 1..127 new, 125 skip, >= 128 abort.
+#: The failures' codes come from the one table, :data:`reprolab.errors.EXIT_CODES`.
 EXIT_OLD = 0
 EXIT_NEW = 1
-EXIT_UNTESTABLE = 125
-EXIT_INFRA = 128
-EXIT_USAGE = 129
-EXIT_INTERRUPTED = 130
+_STEP = ExitContext.BISECT_STEP
+EXIT_UNTESTABLE = EXIT_CODES[Family.KERNEL][_STEP]
+EXIT_INFRA = EXIT_CODES[Family.INFRASTRUCTURE][_STEP]
+EXIT_USAGE = EXIT_CODES[Family.USER][_STEP]
+EXIT_INTERRUPTED = EXIT_CODES[Family.INTERRUPTED][_STEP]
 
 
 class Outcome(StrEnum):
@@ -200,12 +212,12 @@ def step_main(
         result = run_step(oracle, commit, policy)
     except UserError as exc:
         print(f"reprolab bisect-step: error: {exc}", file=sys.stderr)
-        return EXIT_UNTESTABLE if isinstance(exc, UntestableError) else EXIT_USAGE
+        return failure_exit(exc, _STEP)
     except InfraError as exc:
         print(f"reprolab bisect-step: infrastructure error: {exc}", file=sys.stderr)
-        return EXIT_INFRA
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        return failure_exit(exc, _STEP)
+    except KeyboardInterrupt as exc:
+        return failure_exit(exc, _STEP)
     except Exception:
         # A bug in the harness or the oracle: Python's own exit 1 would read as "bad".
         traceback.print_exc()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from reprolab.bisect.driver import AttemptOutcome
 from reprolab.bisect.oracles import OracleContext, attempt_outcome
-from reprolab.errors import UntestableError
+from reprolab.errors import BootTimeout, InfraError, UntestableError
 from reprolab.kernel.artifacts import KernelArtifacts
 from reprolab.kernel.resolve import resolve_kernel
 from reprolab.kernel.spec import KernelSpec
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 #: where ``reprolab bisect`` was started is found through this (inherited) variable.
 CASE_DIR_ENV = "REPROLAB_CASE_DIR"
 #: Infrastructure errors that, on a freshly built kernel, mean "this kernel does not boot".
-BOOT_FAILURES = ("BootTimeout",)
+BOOT_FAILURES: tuple[type[InfraError], ...] = (BootTimeout,)
 
 
 def _truthy(value: str | None) -> bool:
@@ -55,7 +55,8 @@ def boot_failed(result: AttemptResult) -> bool:
     (``boot_seconds`` is only set once the guest reached its ready marker.)
     """
     if result.outcome is Outcome.INFRA_ERROR:
-        return result.error_type in BOOT_FAILURES
+        failure = result.failure
+        return failure is not None and failure.type in {t.__name__ for t in BOOT_FAILURES}
     return (result.outcome in (Outcome.OTHER_CRASH, Outcome.HANG)
             and result.boot_seconds is None)
 

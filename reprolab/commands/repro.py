@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reprolab.errors import UserError
+from reprolab.errors import EXIT_CODES, ExitContext, Family, UserError
 from reprolab.kernel.artifacts import KernelArtifacts
 from reprolab.paths import default_artifacts
 from reprolab.replay import (
@@ -43,7 +43,7 @@ from reprolab.virt.connection import DEFAULT_URI
 
 EXIT_REPRODUCED = 0
 EXIT_NOT_REPRODUCED = 1
-EXIT_INFRA = 3
+EXIT_INFRA = EXIT_CODES[Family.INFRASTRUCTURE][ExitContext.CLI]
 
 
 def register(sub: Any) -> None:

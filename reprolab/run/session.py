@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from reprolab.accel import AccelInfo, detect_accel
 from reprolab.case import CaseSpec
-from reprolab.errors import InfraError, LibvirtUnavailable, UserError
+from reprolab.errors import Failure, HostError, InfraError, LibvirtUnavailable, UserError
 from reprolab.guest.handle import Guest
 from reprolab.guest.spec import GuestSpec
 from reprolab.kernel.artifacts import KernelArtifacts, stock_kernel
@@ -224,7 +224,7 @@ class Session:
             places.append((self.files.host, Path(str(REMOTE_RUN)), self.files.free_bytes()))
         for host, where, free in places:
             if free < need:
-                raise InfraError(
+                raise HostError(
                     f"host {host}: disk full for reproductions at {where}: "
                     f"{free / (1 << 30):.2f} GiB free, a {memory_mib} MiB guest "
                     f"{'and its vmcore ' if dump else ''}needs {need / (1 << 30):.2f} GiB"
@@ -281,8 +281,8 @@ class Session:
         directory = self._attempt_dir or self.attempt_dir(case, index)
         result = AttemptResult(case.name, index, Outcome.INFRA_ERROR, directory,
                                self._accel.accel if self._accel else "unknown",
-                               error="interrupted (SIGINT): no kernel verdict",
-                               error_type="Interrupted",
+                               failure=Failure.interrupted(
+                                   "interrupted (SIGINT): no kernel verdict"),
                                started_at=datetime.now(UTC).isoformat(timespec="milliseconds"))
         result.write()
         return result
@@ -307,8 +307,8 @@ class Session:
             # Always written: a boot that timed out before printing anything has no detail.
             (directory / "error.txt").write_text(f"{exc}\n\n{exc.detail or ''}\n")
             return AttemptResult(case.name, index, Outcome.INFRA_ERROR, directory, accel,
-                                 error=str(exc), duration=time.monotonic() - started,
-                                 notes=tuple(notes), error_type=type(exc).__name__)
+                                 failure=Failure.of(exc), duration=time.monotonic() - started,
+                                 notes=tuple(notes))
 
         try:
             kernel = self.kernel(case.kernel, directory)

@@ -17,7 +17,7 @@ from git_tree import assert_reset, git_env, make_repo
 from reprolab.bisect.driver import EXIT_USAGE, Outcome
 from reprolab.bisect.oracles import attempt_outcome, parse_options, resolve_factory
 from reprolab.commands import bisect as bisect_cmd
-from reprolab.errors import UserError
+from reprolab.errors import Failure, InfraError, UserError
 from reprolab.proc import run
 from reprolab.run.attempt import AttemptResult
 from reprolab.run.verdict import Outcome as Verdict
@@ -114,7 +114,8 @@ def test_attempt_results_map_to_step_outcomes(tmp_path: Path) -> None:
     assert attempt_outcome(result(Verdict.NOT_REPRODUCED)).kind is Outcome.MISS
     other = attempt_outcome(result(Verdict.OTHER_CRASH, title="BUG: oops"))
     assert (other.kind, other.signature) == (Outcome.OTHER_CRASH, "BUG: oops")
-    infra = attempt_outcome(result(Verdict.INFRA_ERROR, error="qemu died"))
+    infra = attempt_outcome(result(Verdict.INFRA_ERROR,
+                                          failure=Failure.of(InfraError("qemu died"))))
     assert (infra.kind, infra.detail) == (Outcome.INFRA_ERROR, "qemu died")
 
 

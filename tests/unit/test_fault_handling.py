@@ -96,8 +96,7 @@ def test_own_domains_on_a_lost_connection_are_reaped_only_when_asked() -> None:
 @pytest.mark.parametrize("dump_error", [None, "memory-only dump failed: No space left"])
 def test_result_carries_typed_dump_and_error_fields(tmp_path: Path, dump_error: str | None
                                                      ) -> None:
-    result = AttemptResult("c", 1, Outcome.REPRODUCED, tmp_path, "tcg", dump_error=dump_error,
-                           error_type=None)
+    result = AttemptResult("c", 1, Outcome.REPRODUCED, tmp_path, "tcg", dump_error=dump_error)
     saved = json.loads(result.write().read_text())
     assert saved["dump_error"] == dump_error and result.dump_failed is (dump_error is not None)
     assert saved["error_type"] is None
