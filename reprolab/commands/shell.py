@@ -81,7 +81,7 @@ def main(args: argparse.Namespace) -> int:
                 # A subshell: an `exit` in CMD must not end the console's shell, whose
                 # status line the harness waits for.
                 res = guest.console.run(f"( {args.command}\n)", timeout=3600)
-                sys.stdout.write(res.output)
+                sys.stdout.write(res.stdout)
                 return res.rc
             from reprolab.proc import interactive
 

@@ -219,13 +219,15 @@ class Guest:
         return None
 
     def sh(self, command: str, timeout: float = 60.0) -> str:
-        """Run a shell command over SSH when the image has it, else on the console."""
+        """Run a shell command over SSH when the image has it, else on the console.
+
+        Returns its stdout; a non-zero exit raises :class:`RemoteCommandError` (an
+        infrastructure error) over either channel, so one failed step means the same on
+        every image."""
         if self.ssh is not None:
             return self.ssh.run(command, timeout=timeout, check=True).stdout
-        res = self.console.run(command, timeout=timeout)
-        if res.rc != 0:
-            raise AssertionError(f"`{command}` exited {res.rc} in the guest: {res.output[-500:]}")
-        return res.output
+        # The same failure either way: a non-zero exit is a RemoteCommandError.
+        return self.console.run(command, timeout=timeout).check().stdout
 
     def crashed_during(self, exc: BaseException, grace: float = 3.0) -> bool:
         """Did a kernel crash cause ``exc``? Then it is a verdict, not an infrastructure error.

@@ -25,6 +25,8 @@ class Outcome(enum.StrEnum):
     #: silent, or the guest watchdog fired, with nothing printed.
     HANG = "hang"
     INFRA_ERROR = "infra-error"
+    #: Bisection only: the commit's kernel cannot be built or booted (git bisect's 125).
+    UNTESTABLE = "untestable"
 
 
 #: Outcomes that say the kernel died or wedged: each one fails a regression test.

@@ -97,26 +97,37 @@ def check_elf(path: Path) -> None:
     raise UserError(f"{path} is not a vmcore (neither an ELF core nor a kdump-compressed file)")
 
 
+def note_segments(path: Path, *, max_size: int) -> Iterator[bytes]:
+    """The PT_NOTE segments of a 64-bit little-endian ELF file, each at most ``max_size``
+    bytes (a larger one is skipped: a hostile file must not make us read gigabytes).
+
+    The one program-header walk: vmcores (registers) and vmlinux files (build id) both use
+    it. Nothing for a file that is not ELF64; OSError and struct.error reach the caller.
+    """
+    with path.open("rb") as f:
+        ehdr = f.read(64)
+        if ehdr[:4] != _ELF_MAGIC or ehdr[4] != 2:  # ELFCLASS64 only
+            return
+        phoff, = struct.unpack_from("<Q", ehdr, 32)
+        phentsize, phnum = struct.unpack_from("<HH", ehdr, 54)
+        f.seek(phoff)
+        phdrs = f.read(phentsize * phnum)
+        for i in range(phnum):
+            p_type, _flags, p_offset, _va, _pa, p_filesz = struct.unpack_from(
+                "<IIQQQQ", phdrs, i * phentsize
+            )
+            if p_type != _PT_NOTE or p_filesz > max_size:
+                continue
+            f.seek(p_offset)
+            yield f.read(p_filesz)
+
+
 def prstatus_notes(path: Path) -> list[CpuRegs]:
     """Per-CPU registers from an ELF core's NT_PRSTATUS notes, in CPU order."""
     out: list[CpuRegs] = []
     try:
-        with path.open("rb") as f:
-            ehdr = f.read(64)
-            if ehdr[:4] != _ELF_MAGIC or ehdr[4] != 2:  # ELFCLASS64 only
-                return []
-            phoff, = struct.unpack_from("<Q", ehdr, 32)
-            phentsize, phnum = struct.unpack_from("<HH", ehdr, 54)
-            f.seek(phoff)
-            phdrs = f.read(phentsize * phnum)
-            for i in range(phnum):
-                p_type, _flags, p_offset, _va, _pa, p_filesz = struct.unpack_from(
-                    "<IIQQQQ", phdrs, i * phentsize
-                )
-                if p_type != _PT_NOTE or p_filesz > 64 * 1024 * 1024:
-                    continue
-                f.seek(p_offset)
-                out.extend(_parse_notes(f.read(p_filesz), len(out)))
+        for data in note_segments(path, max_size=64 * 1024 * 1024):
+            out.extend(_parse_notes(data, len(out)))
     except (OSError, struct.error):
         return out
     return out

@@ -44,24 +44,10 @@ def _drgn() -> Any:
 def elf_build_id(path: Path) -> str | None:
     """The GNU build id of an ELF file (from its note segments), or None."""
     try:
-        with path.open("rb") as f:
-            ehdr = f.read(64)
-            if ehdr[:4] != b"\x7fELF" or ehdr[4] != 2:
-                return None
-            phoff, = struct.unpack_from("<Q", ehdr, 32)
-            phentsize, phnum = struct.unpack_from("<HH", ehdr, 54)
-            f.seek(phoff)
-            phdrs = f.read(phentsize * phnum)
-            for i in range(phnum):
-                p_type, _fl, off, _va, _pa, size = struct.unpack_from(
-                    "<IIQQQQ", phdrs, i * phentsize)
-                if p_type != 4 or size > 1 << 20:
-                    continue
-                f.seek(off)
-                data = f.read(size)
-                for name, ntype, desc in rawdump.iter_notes(data):
-                    if ntype == 3 and name == b"GNU":
-                        return desc.hex()
+        for data in rawdump.note_segments(path, max_size=1 << 20):
+            for name, ntype, desc in rawdump.iter_notes(data):
+                if ntype == 3 and name == b"GNU":
+                    return desc.hex()
     except (OSError, struct.error):
         return None
     return None

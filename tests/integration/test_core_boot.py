@@ -87,7 +87,7 @@ def test_console_commands_and_pvpanic(session: Session) -> None:
 
     def body(guest: Guest) -> None:
         res = guest.console.run("uname -r; echo hello >&2; false")
-        seen["out"], seen["rc"] = res.output, res.rc
+        seen["out"], seen["rc"] = res.stdout, res.rc
         seen["ok"] = guest.sh("cat /proc/cmdline")
         guest.console.send("echo c > /proc/sysrq-trigger")
         guest.wait(60)

@@ -78,3 +78,16 @@ def test_pool_takes_a_host_out_by_the_failure_family_not_its_words(tmp_path: Pat
     # Words that look like a host's are not a host's failure.
     assert trouble(InfraError("host lab1: looks like a host error")) is None
     assert trouble(BootTimeout("no ready marker")) is None
+
+
+def test_a_failed_guest_command_is_the_same_failure_on_every_channel() -> None:
+    from reprolab.proc import CommandResult, RemoteCommandError
+    from reprolab.ssh import CommandResult as SshResult
+
+    assert SshResult is CommandResult  # SSH, the console and proc.run share one type
+    console = CommandResult(2, "no such file\n", "", 0.1, "cat /x")  # merged output
+    over_ssh = CommandResult(2, "", "no such file\n", 0.1, "cat /x")
+    for result in (console, over_ssh):
+        with pytest.raises(RemoteCommandError, match=r"'cat /x' exited 2: no such file") as info:
+            result.check()
+        assert Failure.of(info.value).family is Family.INFRASTRUCTURE
