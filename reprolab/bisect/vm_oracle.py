@@ -32,7 +32,7 @@ from reprolab.run.attempt import AttemptResult
 from reprolab.run.loop import run_attempt
 from reprolab.run.session import Session
 from reprolab.run.verdict import Outcome
-from reprolab.virt.connection import DEFAULT_URI
+from reprolab.virt import DEFAULT_URI
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from reprolab.run.loop import run_case
 from reprolab.run.record import CaseResult, append_result
 from reprolab.run.session import Session
 from reprolab.run.verdict import Outcome
-from reprolab.virt.connection import DEFAULT_URI
+from reprolab.virt import DEFAULT_URI
 
 EXIT_REPRODUCED = 0
 EXIT_NOT_REPRODUCED = 1

@@ -48,7 +48,7 @@ def _cmdline(items: list[str]) -> dict[str, Any]:
 
 def main(args: argparse.Namespace) -> int:
     from reprolab.run.session import Session
-    from reprolab.virt.connection import DEFAULT_URI
+    from reprolab.virt import DEFAULT_URI
 
     case = CaseSpec.from_marker("shell", {
         "kernel": args.kernel,

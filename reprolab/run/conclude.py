@@ -35,8 +35,10 @@ log = logging.getLogger(__name__)
 
 
 def conclude(session: Session, case: CaseSpec, index: int, guest: Guest,
-             kernel: KernelArtifacts, started: float, notes: list[str]) -> AttemptResult:
-    """The attempt's result from its guest, once the body has returned or the guest died."""
+             kernel: KernelArtifacts, started: float, notes: list[str]
+             ) -> tuple[AttemptResult, CrashReport | None]:
+    """The attempt's result from its guest, once the body has returned or the guest died,
+    and the console's crash report it was judged on."""
     from reprolab.triage.report import parse_log
 
     # Pick up anything still in flight (a report may still be printing).
@@ -71,7 +73,7 @@ def conclude(session: Session, case: CaseSpec, index: int, guest: Guest,
         fatal_kind=report.fatal_kind if report else None,
         hang_seconds=guest.hang_seconds if outcome is Outcome.HANG else None,
         matched_in=matched_in,
-    )
+    ), report
 
 
 def _after_fatal(session: Session, case: CaseSpec, index: int, guest: Guest,

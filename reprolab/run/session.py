@@ -34,13 +34,15 @@ from reprolab.run.attempt import AttemptInterrupted, AttemptResult
 from reprolab.run.boot import safe_name
 from reprolab.run.record import record_attempt
 from reprolab.run.verdict import Outcome
-from reprolab.virt.connection import DEFAULT_URI, open_connection
+from reprolab.virt import DEFAULT_URI
+from reprolab.virt.connection import open_connection
 from reprolab.virt.hostfiles import REMOTE_RUN, HostFiles, LocalFiles, host_files
 from reprolab.virt.reaper import Reaped, reap_orphans
 from reprolab.virt.scratch import ReapedScratch, claim, reap_scratch
 
 if TYPE_CHECKING:
     from reprolab.image.build import GuestImage
+    from reprolab.triage.report import CrashReport
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,9 @@ class Session:
         self._ssh_key: tuple[Path, Path] | None = None
         #: Bundles carry the kernel, vmlinux and initrd (``--portable``).
         self.portable_bundles = False
+        #: Told of each attempt whose guest had a fatal event, once its files are written:
+        #: (the attempt, the console's crash report). The plugin's crash hook.
+        self.on_crash: Callable[[AttemptResult, CrashReport | None], None] | None = None
 
     # -- shared resources --------------------------------------------------------------------
     @property
@@ -334,12 +339,13 @@ class Session:
             guest.close(keep=False, serial_log=serial, files=self.files)
             raise
 
+        report: CrashReport | None = None
         try:
             if infra_error is not None:
                 guest.close(keep=False, serial_log=serial, files=self.files)
                 result = infra(infra_error)
             else:
-                result = self._conclude(case, index, guest, kernel, started, notes)
+                result, report = self._conclude(case, index, guest, kernel, started, notes)
                 guest.close(keep=self.keep_guest, serial_log=serial, files=self.files)
             if body_error is not None:
                 result = replace(result, body_error=f"{type(body_error).__name__}: {body_error}")
@@ -352,6 +358,9 @@ class Session:
         result = replace(result, started_at=started_at,
                          notes=(*result.notes, *guest.notes, *self._console_notes(guest)))
         result = record_attempt(result)
+        if self.on_crash is not None and guest.fatal_event is not None:
+            # After the files are written: a lab's hook may upload them.
+            self.on_crash(result, report)
         self.phase(case, index, directory, Phase.DONE, guest, detail=str(result.outcome))
         return result, body_error
 
@@ -374,7 +383,7 @@ class Session:
         guest.console.add_observer(observe)
 
     def _conclude(self, case: CaseSpec, index: int, guest: Guest, kernel: KernelArtifacts,
-                  started: float, notes: list[str]) -> AttemptResult:
+                  started: float, notes: list[str]) -> tuple[AttemptResult, CrashReport | None]:
         from reprolab.run.conclude import conclude
 
         return conclude(self, case, index, guest, kernel, started, notes)

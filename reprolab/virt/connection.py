@@ -11,8 +11,8 @@ from typing import Any
 import libvirt
 
 from reprolab.errors import LibvirtUnavailable, UserError
+from reprolab.virt import DEFAULT_URI
 
-DEFAULT_URI = "qemu:///system"
 _KNOWN_SCHEMES = ("qemu", "qemu+ssh", "qemu+tcp", "qemu+tls", "qemu+unix", "test")
 
 
