@@ -20,9 +20,9 @@ from typing import Any
 import libvirt
 
 from reprolab.errors import GuestDied, InfraError
-from reprolab.guest.domain_xml import render_domain_xml
-from reprolab.guest.metadata import NS, PREFIX, RunTag
-from reprolab.guest.spec import GuestSpec
+from reprolab.virt.domain_xml import render_domain_xml
+from reprolab.virt.machine import GuestSpec
+from reprolab.virt.metadata import NS, PREFIX, RunTag
 
 _STATE_NAMES = {
     libvirt.VIR_DOMAIN_NOSTATE: "nostate",

@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 
 from reprolab.console import Console
-from reprolab.guest.domain_xml import render_domain_xml
-from reprolab.guest.metadata import RunTag
 from reprolab.guest.spec import GuestSpec
 from reprolab.run.attempt import AttemptResult
 from reprolab.run.verdict import Outcome
 from reprolab.virt.connection import open_connection
 from reprolab.virt.domain import unique_name
+from reprolab.virt.domain_xml import render_domain_xml
 from reprolab.virt.hostfiles import LocalFiles
+from reprolab.virt.metadata import RunTag
 from reprolab.virt.reaper import reap_orphans
 from reprolab.virt.scratch import claim, reap_scratch
 from reprolab.virt.seriallog import collect_serial
