@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from reprolab.detect.report import CrashReport
     from reprolab.run.attempt import AttemptResult
-    from reprolab.triage.report import CrashReport
 
 hookspec = pytest.hookspec
 

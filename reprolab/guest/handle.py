@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from reprolab.console import Console
+from reprolab.detect.events import HANG_KINDS, NO_OUTPUT, PVPANIC, WATCHDOG_FIRE, GuestEvent, Source
+from reprolab.detect.parser import ConsoleParser
 from reprolab.errors import GuestDied, InfraError
-from reprolab.events import HANG_KINDS, NO_OUTPUT, PVPANIC, WATCHDOG_FIRE, GuestEvent, Source
 from reprolab.guest.inflight import call_watched
-from reprolab.triage.parser import ConsoleParser
 from reprolab.virt.domain import Domain
 from reprolab.virt.hostfiles import HostFiles, LocalFiles
 
 if TYPE_CHECKING:
+    from reprolab.detect.report import CrashReport
     from reprolab.ssh import SshChannel
-    from reprolab.triage.report import CrashReport
 
 T = TypeVar("T")
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reprolab.detect.events import GuestEvent
 from reprolab.errors import Failure
-from reprolab.events import GuestEvent
 from reprolab.run.verdict import Outcome
 
 

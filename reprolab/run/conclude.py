@@ -28,8 +28,8 @@ from reprolab.virt.dump import take_vmcore
 from reprolab.virt.hostfiles import LocalFiles
 
 if TYPE_CHECKING:
+    from reprolab.detect.report import CrashReport
     from reprolab.run.session import Session
-    from reprolab.triage.report import CrashReport
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def conclude(session: Session, case: CaseSpec, index: int, guest: Guest,
              ) -> tuple[AttemptResult, CrashReport | None]:
     """The attempt's result from its guest, once the body has returned or the guest died,
     and the console's crash report it was judged on."""
-    from reprolab.triage.report import parse_log
+    from reprolab.detect.report import parse_log
 
     # Pick up anything still in flight (a report may still be printing).
     with contextlib.suppress(InfraError):

@@ -41,8 +41,8 @@ from reprolab.virt.reaper import Reaped, reap_orphans
 from reprolab.virt.scratch import ReapedScratch, claim, reap_scratch
 
 if TYPE_CHECKING:
+    from reprolab.detect.report import CrashReport
     from reprolab.image.build import GuestImage
-    from reprolab.triage.report import CrashReport
 
 log = logging.getLogger(__name__)
 

@@ -75,8 +75,8 @@ class Expectation:
         """Validate a marker's ``expect={...}``: a misspelt kind would make every crash
         "other" and a regression test pass while the bug reproduces, so kinds and event
         names must be ones the parser and the harness produce."""
-        from reprolab.events import event_kinds
-        from reprolab.triage.kinds import ALL_KINDS
+        from reprolab.detect.events import event_kinds
+        from reprolab.detect.kinds import ALL_KINDS
 
         p = problems if problems is not None else Problems(where)
         known = {"title", "kind", "frame", "in_stack", "events"}

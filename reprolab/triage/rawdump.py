@@ -10,16 +10,16 @@ still say what crashed and where.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from reprolab.errors import UserError
+from reprolab.kernel.elf import iter_notes, note_segments
 
 Reader = Callable[[int, int], bytes]  # (virtual address, size) -> bytes
 
 _ELF_MAGIC = b"\x7fELF"
-_PT_NOTE = 4
 _NT_PRSTATUS = 1
 # x86_64 struct elf_prstatus: pr_pid at 32, pr_reg (27 longs) at 112.
 _PRSTATUS_PID = 32
@@ -97,31 +97,6 @@ def check_elf(path: Path) -> None:
     raise UserError(f"{path} is not a vmcore (neither an ELF core nor a kdump-compressed file)")
 
 
-def note_segments(path: Path, *, max_size: int) -> Iterator[bytes]:
-    """The PT_NOTE segments of a 64-bit little-endian ELF file, each at most ``max_size``
-    bytes (a larger one is skipped: a hostile file must not make us read gigabytes).
-
-    The one program-header walk: vmcores (registers) and vmlinux files (build id) both use
-    it. Nothing for a file that is not ELF64; OSError and struct.error reach the caller.
-    """
-    with path.open("rb") as f:
-        ehdr = f.read(64)
-        if ehdr[:4] != _ELF_MAGIC or ehdr[4] != 2:  # ELFCLASS64 only
-            return
-        phoff, = struct.unpack_from("<Q", ehdr, 32)
-        phentsize, phnum = struct.unpack_from("<HH", ehdr, 54)
-        f.seek(phoff)
-        phdrs = f.read(phentsize * phnum)
-        for i in range(phnum):
-            p_type, _flags, p_offset, _va, _pa, p_filesz = struct.unpack_from(
-                "<IIQQQQ", phdrs, i * phentsize
-            )
-            if p_type != _PT_NOTE or p_filesz > max_size:
-                continue
-            f.seek(p_offset)
-            yield f.read(p_filesz)
-
-
 def prstatus_notes(path: Path) -> list[CpuRegs]:
     """Per-CPU registers from an ELF core's NT_PRSTATUS notes, in CPU order."""
     out: list[CpuRegs] = []
@@ -131,19 +106,6 @@ def prstatus_notes(path: Path) -> list[CpuRegs]:
     except (OSError, struct.error):
         return out
     return out
-
-
-def iter_notes(data: bytes) -> Iterator[tuple[bytes, int, bytes]]:
-    """(name, type, descriptor) of each ELF note in a PT_NOTE segment's bytes."""
-    pos = 0
-    while pos + 12 <= len(data):
-        namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
-        pos += 12
-        name = data[pos : pos + namesz].rstrip(b"\0")
-        pos += (namesz + 3) & ~3
-        desc = data[pos : pos + descsz]
-        pos += (descsz + 3) & ~3
-        yield name, ntype, desc
 
 
 def _parse_notes(data: bytes, first_cpu: int) -> list[CpuRegs]:

@@ -15,19 +15,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 import tempfile
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from reprolab.detect.report import CrashReport, parse_log
 from reprolab.errors import UserError
+from reprolab.kernel.elf import elf_build_id
 from reprolab.modes import private_like
 from reprolab.proc import run
 from reprolab.triage import kdump, rawdump
 from reprolab.triage.dossier import render_markdown
-from reprolab.triage.report import CrashReport, parse_log
 
 MAX_TASKS = 200
 DMESG_TAIL = 200
@@ -39,18 +39,6 @@ def _drgn() -> Any:
     except ImportError as exc:  # pragma: no cover - drgn is a dependency
         raise UserError("drgn is not installed: pip install drgn") from exc
     return drgn
-
-
-def elf_build_id(path: Path) -> str | None:
-    """The GNU build id of an ELF file (from its note segments), or None."""
-    try:
-        for data in rawdump.note_segments(path, max_size=1 << 20):
-            for name, ntype, desc in rawdump.iter_notes(data):
-                if ntype == 3 and name == b"GNU":
-                    return desc.hex()
-    except (OSError, struct.error):
-        return None
-    return None
 
 
 def _open(vmcore: Path) -> Any:

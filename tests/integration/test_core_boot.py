@@ -14,7 +14,7 @@ from lxml import etree
 from vmtools import domain_name, make_case, our_domains
 
 from reprolab.accel import detect_accel
-from reprolab.events import NMI_INJECTED, NO_OUTPUT, PVPANIC
+from reprolab.detect.events import NMI_INJECTED, NO_OUTPUT, PVPANIC
 from reprolab.guest.handle import Guest
 from reprolab.kernel.artifacts import stock_release
 from reprolab.run.session import Session

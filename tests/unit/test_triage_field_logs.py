@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from reprolab.triage import kinds
-from reprolab.triage.parser import ConsoleParser
-from reprolab.triage.report import crash_bt, parse_log
+from reprolab.detect import kinds
+from reprolab.detect.parser import ConsoleParser
+from reprolab.detect.report import crash_bt, parse_log
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 FIELD = DATA / "field"
