@@ -10,8 +10,10 @@ fatal event caused the failure.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from reprolab.case import CaseSpec
 from reprolab.console import Console, ConsoleTimeout
-from reprolab.errors import BootTimeout, InfraError
+from reprolab.errors import BootTimeout, HostError, InfraError
 from reprolab.guest.handle import Guest
 from reprolab.guest.spec import GuestSpec, merge_cmdline
 from reprolab.kernel.artifacts import KernelArtifacts
 from reprolab.run.hangcapture import NMI_CMDLINE
 from reprolab.virt.domain import Domain
-from reprolab.virt.hostfiles import LocalFiles, SshFiles
+from reprolab.virt.hostfiles import REMOTE_RUN, LocalFiles, SshFiles
 
 if TYPE_CHECKING:
     from reprolab.image.build import GuestImage
@@ -114,6 +116,31 @@ def guest_spec(session: Session, case: CaseSpec, kernel: KernelArtifacts, image:
     )
 
 
+def min_free_gib() -> int:
+    """Space kept free beyond a vmcore (REPROLAB_MIN_FREE_GIB, default 1)."""
+    return int(os.environ.get("REPROLAB_MIN_FREE_GIB", "1"))
+
+
+def check_free_space(session: Session, memory_mib: int, *, dump: bool = True) -> None:
+    """A vmcore is as large as the guest's memory: refuse to start one that cannot be
+    dumped. Measured where the dump lands: the artifacts directory (and, for a lab
+    host, its scratch directory the dump is written to first). The error names the
+    host, so a pool takes the host out and moves on."""
+    need = ((memory_mib << 20) if dump else 0) + (min_free_gib() << 30)
+    places: list[tuple[str, Path, int]] = []
+    session.artifacts.mkdir(parents=True, exist_ok=True)
+    places.append(("localhost", session.artifacts, shutil.disk_usage(session.artifacts).free))
+    if not isinstance(session.files, LocalFiles):
+        places.append((session.files.host, Path(str(REMOTE_RUN)), session.files.free_bytes()))
+    for host, where, free in places:
+        if free < need:
+            raise HostError(
+                f"host {host}: disk full for reproductions at {where}: "
+                f"{free / (1 << 30):.2f} GiB free, a {memory_mib} MiB guest "
+                f"{'and its vmcore ' if dump else ''}needs {need / (1 << 30):.2f} GiB"
+            )
+
+
 def cold_boot(session: Session, case: CaseSpec, directory: Path, kernel: KernelArtifacts,
               image: GuestImage) -> tuple[Guest, Path]:
     """Start the guest paused, write what replays it, then :func:`bring_up`.
@@ -121,7 +148,7 @@ def cold_boot(session: Session, case: CaseSpec, directory: Path, kernel: KernelA
     A kernel that crashes during boot returns normally (the crash is a verdict); one
     that prints nothing useful until the timeout raises :class:`BootTimeout`.
     """
-    session.check_free_space(case.guest.memory_mib, dump=case.dump is not None)
+    check_free_space(session, case.guest.memory_mib, dump=case.dump is not None)
     spec = session.guest_spec(case, kernel, image)
     serial = session.files.scratch(f"{directory.name}-{secrets.token_hex(3)}.serial.log")
     domain = Domain.start(session.conn, spec, label=safe_name(case.name.split("::")[-1]),

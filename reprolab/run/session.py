@@ -11,20 +11,18 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import secrets
 import shutil
-import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reprolab.accel import AccelInfo, detect_accel
 from reprolab.case import CaseSpec
-from reprolab.errors import Failure, HostError, InfraError, LibvirtUnavailable, UserError
+from reprolab.errors import Failure, InfraError, LibvirtUnavailable, UserError
 from reprolab.guest.handle import Guest
 from reprolab.guest.spec import GuestSpec
 from reprolab.kernel.artifacts import KernelArtifacts, stock_kernel
@@ -35,8 +33,8 @@ from reprolab.run.boot import safe_name
 from reprolab.run.record import record_attempt
 from reprolab.run.verdict import Outcome
 from reprolab.virt import DEFAULT_URI
-from reprolab.virt.connection import open_connection
-from reprolab.virt.hostfiles import REMOTE_RUN, HostFiles, LocalFiles, host_files
+from reprolab.virt.connection import connection_alive, open_connection
+from reprolab.virt.hostfiles import HostFiles, host_files
 from reprolab.virt.reaper import Reaped, reap_orphans
 from reprolab.virt.scratch import ReapedScratch, claim, reap_scratch
 
@@ -47,11 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Body = Callable[[Guest], None]
-
-
-def min_free_gib() -> int:
-    """Space kept free beyond a vmcore (REPROLAB_MIN_FREE_GIB, default 1)."""
-    return int(os.environ.get("REPROLAB_MIN_FREE_GIB", "1"))
 
 
 class Session:
@@ -105,28 +98,7 @@ class Session:
 
     def _conn_alive(self, *, rpc: bool = True) -> bool:
         """Is the session's libvirt connection still up? (``rpc``: ask the daemon too.)"""
-        if self._conn is None:
-            return False
-        try:
-            if not self._conn.isAlive():
-                return False
-        except Exception:
-            return False
-        if not rpc:
-            return True
-        # A daemon hung in its shutdown keeps the socket open and never answers: ask from
-        # a thread and give up after a few seconds.
-        answered: list[bool] = []
-
-        def ask() -> None:
-            with contextlib.suppress(Exception):
-                self._conn.getLibVersion()
-                answered.append(True)
-
-        probe = threading.Thread(target=ask, daemon=True)
-        probe.start()
-        probe.join(5.0)
-        return bool(answered)
+        return self._conn is not None and connection_alive(self._conn, rpc=rpc)
 
     def typed(self, exc: InfraError) -> InfraError:
         """A guest that "died" (or a boot that "timed out") because libvirtd went away is
@@ -216,25 +188,6 @@ class Session:
             self._ssh_key = (private, auth)
         return self._ssh_key
 
-    def check_free_space(self, memory_mib: int, *, dump: bool = True) -> None:
-        """A vmcore is as large as the guest's memory: refuse to start one that cannot be
-        dumped. Measured where the dump lands: the artifacts directory (and, for a lab
-        host, its scratch directory the dump is written to first). The error names the
-        host, so a pool takes the host out and moves on."""
-        need = ((memory_mib << 20) if dump else 0) + (min_free_gib() << 30)
-        places: list[tuple[str, Path, int]] = []
-        self.artifacts.mkdir(parents=True, exist_ok=True)
-        places.append(("localhost", self.artifacts, shutil.disk_usage(self.artifacts).free))
-        if not isinstance(self.files, LocalFiles):
-            places.append((self.files.host, Path(str(REMOTE_RUN)), self.files.free_bytes()))
-        for host, where, free in places:
-            if free < need:
-                raise HostError(
-                    f"host {host}: disk full for reproductions at {where}: "
-                    f"{free / (1 << 30):.2f} GiB free, a {memory_mib} MiB guest "
-                    f"{'and its vmcore ' if dump else ''}needs {need / (1 << 30):.2f} GiB"
-                )
-
     # -- one guest ---------------------------------------------------------------------------
     def guest_spec(self, case: CaseSpec, kernel: KernelArtifacts, image: GuestImage
                    ) -> GuestSpec:
@@ -301,27 +254,15 @@ class Session:
         """
         directory = self.attempt_dir(case, index)
         self.phase(case, index, directory, Phase.BUILDING)
-        started = time.monotonic()
-        started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
-        accel = self.accel.accel
-        notes = [f"accel={accel}: {self.accel.reason}"]
-
-        def infra(exc: InfraError | UserError) -> AttemptResult:
-            if isinstance(exc, InfraError):
-                exc = self.typed(exc)
-            # Always written: a boot that timed out before printing anything has no detail.
-            (directory / "error.txt").write_text(f"{exc}\n\n{exc.detail or ''}\n")
-            return AttemptResult(case.name, index, Outcome.INFRA_ERROR, directory, accel,
-                                 failure=Failure.of(exc), duration=time.monotonic() - started,
-                                 notes=tuple(notes))
-
+        at = _Attempt(case, index, directory, self.accel.accel,
+                      [f"accel={self.accel.accel}: {self.accel.reason}"])
         try:
             kernel = self.kernel(case.kernel, directory)
             image = self.image(case.guest.image, kernel)
             self.phase(case, index, directory, Phase.BOOTING)
             guest, serial = self.boot(case, directory, kernel, image)
         except InfraError as exc:
-            result = replace(infra(exc), started_at=started_at)
+            result = replace(self._infra(at, exc), started_at=at.started_at)
             result.write()
             self.phase(case, index, directory, Phase.DONE, detail=str(result.outcome))
             return result, None
@@ -332,30 +273,17 @@ class Session:
             raise
         self._watch_events(case, index, guest)
         self.phase(case, index, directory, Phase.RUNNING, guest)
-
+        concluded = False
         try:
-            body_error, infra_error = run_body(guest, body, notes)
-        except BaseException:  # KeyboardInterrupt: keep the evidence, then stop
-            guest.close(keep=False, serial_log=serial, files=self.files)
-            raise
-
-        report: CrashReport | None = None
-        try:
-            if infra_error is not None:
-                guest.close(keep=False, serial_log=serial, files=self.files)
-                result = infra(infra_error)
-            else:
-                result, report = self._conclude(case, index, guest, kernel, started, notes)
-                guest.close(keep=self.keep_guest, serial_log=serial, files=self.files)
-            if body_error is not None:
-                result = replace(result, body_error=f"{type(body_error).__name__}: {body_error}")
-        except InfraError as exc:
-            guest.close(keep=False, serial_log=serial, files=self.files)
-            result = infra(exc)
-        except BaseException:  # Ctrl-C during the dump: the evidence so far, then stop
-            guest.close(keep=False, serial_log=serial, files=self.files)
-            raise
-        result = replace(result, started_at=started_at,
+            body_error, infra_error = run_body(guest, body, at.notes)
+            result, report, concluded = self._finish(at, guest, kernel, infra_error)
+        finally:  # whatever happened (Ctrl-C in the body or the dump too): no guest left,
+            # unless --keep-guest asked for one that reached its verdict
+            guest.close(keep=self.keep_guest and concluded, serial_log=serial,
+                        files=self.files)
+        if body_error is not None:
+            result = replace(result, body_error=f"{type(body_error).__name__}: {body_error}")
+        result = replace(result, started_at=at.started_at,
                          notes=(*result.notes, *guest.notes, *self._console_notes(guest)))
         result = record_attempt(result)
         if self.on_crash is not None and guest.fatal_event is not None:
@@ -363,6 +291,29 @@ class Session:
             self.on_crash(result, report)
         self.phase(case, index, directory, Phase.DONE, guest, detail=str(result.outcome))
         return result, body_error
+
+    def _finish(self, at: _Attempt, guest: Guest, kernel: KernelArtifacts,
+                infra_error: InfraError | None
+                ) -> tuple[AttemptResult, CrashReport | None, bool]:
+        """The result once the body is done (infrastructure's, or the concluded kernel's),
+        its crash report, and whether it was concluded."""
+        if infra_error is not None:
+            return self._infra(at, infra_error), None, False
+        try:
+            result, report = self._conclude(at.case, at.index, guest, kernel, at.started,
+                                            at.notes)
+        except InfraError as exc:
+            return self._infra(at, exc), None, False
+        return result, report, True
+
+    def _infra(self, at: _Attempt, exc: InfraError | UserError) -> AttemptResult:
+        if isinstance(exc, InfraError):
+            exc = self.typed(exc)
+        # Always written: a boot that timed out before printing anything has no detail.
+        (at.directory / "error.txt").write_text(f"{exc}\n\n{exc.detail or ''}\n")
+        return AttemptResult(at.case.name, at.index, Outcome.INFRA_ERROR, at.directory,
+                             at.accel, failure=Failure.of(exc),
+                             duration=time.monotonic() - at.started, notes=tuple(at.notes))
 
     @staticmethod
     def phase(case: CaseSpec, index: int, directory: Path, phase: Phase,
@@ -392,6 +343,20 @@ class Session:
     def _console_notes(guest: Guest) -> list[str]:
         err = guest.console.write_error
         return [err] if err else []
+
+
+@dataclass
+class _Attempt:
+    """What an attempt's steps share: who it is, where its files go, when it started."""
+
+    case: CaseSpec
+    index: int
+    directory: Path
+    accel: str
+    notes: list[str]
+    started: float = field(default_factory=time.monotonic)
+    started_at: str = field(
+        default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
 
 
 def run_body(guest: Guest, body: Body, notes: list[str]
