@@ -83,6 +83,10 @@ def unflatten(src: Path, dst: Path) -> None:
             fout.write(data)
 
 
+class NotAVmcore(UserError):
+    """The file handed in is no dump at all (or cannot be read): no fallback can help."""
+
+
 def check_elf(path: Path) -> None:
     """Refuse early, with a sentence, what is not an ELF core (a kdump-compressed file is
     handled by drgn itself, so only reject files that are neither)."""
@@ -90,11 +94,11 @@ def check_elf(path: Path) -> None:
         with path.open("rb") as f:
             head = f.read(16)
     except OSError as exc:
-        raise UserError(f"cannot read vmcore {path}: {exc.strerror}") from None
+        raise NotAVmcore(f"cannot read vmcore {path}: {exc.strerror}") from None
     if head[:4] == _ELF_MAGIC or head[:8] in (b"KDUMP   ", b"DISKDUMP") or head.startswith(
             _FLAT_SIGNATURE):
         return
-    raise UserError(f"{path} is not a vmcore (neither an ELF core nor a kdump-compressed file)")
+    raise NotAVmcore(f"{path} is not a vmcore (neither an ELF core nor a kdump-compressed file)")
 
 
 def prstatus_notes(path: Path) -> list[CpuRegs]:

@@ -347,9 +347,9 @@ def _build(vmcore: Path, vmlinux: Path | None,
            console_report: CrashReport | None, lookup: bool = True) -> dict[str, Any]:
     try:
         prog = _open(vmcore)
+    except rawdump.NotAVmcore:
+        raise
     except UserError as exc:
-        if "is not a vmcore" in str(exc) or "cannot read" in str(exc):
-            raise
         partial_dossier = {"vmcore": str(vmcore), "vmlinux": str(vmlinux) if vmlinux else None,
                            "debug_info": False, **_crash_fallback(vmcore, exc), "cpus": [],
                            "errors": {"drgn": str(exc)}}
