@@ -3,18 +3,16 @@
 One kernel for all the bug series in ``patches/series`` (CI builds one extra kernel, not one
 per bug): each mechanism is on by default and has a boot knob that turns it off, so a case
 turns off the mechanisms it does not test and its negative control turns off its own.
-
-Like reprolab's small kernel it keeps tinyconfig's ``CONFIG_NR_CPUS=2``: a third vCPU is
-ignored ("CPU limit of 2 reached"). Raising it to 8 was tried and changes the CFS case's
-dynamics (the isolated CPU then takes the period timer's walk and soft-locks first), so the
-controls are measured on two CPUs until that case is retuned.
+``patches/field.config`` raises tinyconfig's ``CONFIG_NR_CPUS=2`` to 8: the hang cases keep a
+third vCPU healthy to report the two that wedge, and a kernel built for two CPUs silently
+ignores a third ("CPU limit of 2 reached").
 """
 
 from pathlib import Path
 
 PATCHES = Path(__file__).resolve().parent / "patches"
 BASE_KERNEL = "build:linux-source-6.12"
-FIELD_KERNEL = f"{BASE_KERNEL}+patches={PATCHES}"
+FIELD_KERNEL = f"{BASE_KERNEL}+patches={PATCHES}+fragment={PATCHES / 'field.config'}"
 
 if __name__ == "__main__":
     # scripts/main.sh and scripts/test.sh build this kernel before the cases run.

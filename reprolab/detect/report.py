@@ -169,6 +169,14 @@ _SYMPTOM_OF_HARD_LOCKUP = re.compile(
 )
 
 
+#: One-line notices with no stack of their own that the kernel prints and survives. When the
+#: kernel later dies of something else in the same log ("sched: RT throttling activated",
+#: then "Watchdog detected hard LOCKUP" with every CPU in double_rq_lock), the death is the
+#: report: the notice describes a symptom (RT tasks were spinning) and stays an alternative
+#: title. syzkaller reports no RT throttling at all, so its title is the death's too.
+_NOTICE_BEFORE_DEATH = re.compile(r"sched: RT throttling activated")
+
+
 def _prefer_nearby(lines: list[str], oops: Oops, i: int) -> tuple[Oops, int]:
     if oops.header == "WARNING:":
         window = range(i + 1, min(len(lines), i + 1 + _NEARBY_WINDOW))
@@ -327,7 +335,15 @@ def parse_lines(lines: list[str], *, questionable_frames: bool = False) -> Crash
     found = _first_oops(lines)
     if found is None:
         return _silent_reboot(lines)
+    notice = None
+    if _NOTICE_BEFORE_DEATH.search(lines[found[1]]):
+        later = _first_oops(lines, found[1] + 1, fatal_only=True)
+        if later is not None:
+            notice, found = found, later
     rep = _titled_report(log, lines, found, questionable_frames)
+    if notice is not None:
+        rep = replace(rep, alt_titles=(*rep.alt_titles, _titled_report(
+            log, lines, notice, questionable_frames).title))
     bt = crash_bt(lines)
     rep = _with_stuck_in(rep, bt)
     if rep.fatal:

@@ -157,14 +157,17 @@ class Session:
         self._images[(recipe, kernel.key)] = image
 
     def check_expectation(self, case: CaseSpec, artifacts_dir: Path | None = None) -> None:
-        """Before any boot: every function the expectation names exists in the kernel that
-        will run (UserError naming it, the kernel and a close existing name otherwise)."""
+        """Before any boot: the guest's vCPUs fit the kernel that will run, and every
+        function the expectation names exists in it (UserError naming it, the kernel and a
+        close existing name otherwise)."""
+        from reprolab.kernel.fit import check_vcpus
         from reprolab.kernel.symbols import check_functions
 
+        kernel = self.kernel(case.kernel, artifacts_dir)
+        check_vcpus(kernel, case.guest.vcpus, where=f"test case {case.name}: guest")
         names = [n for n in (case.expect.frame, case.expect.in_stack) if n]
         if names:
-            check_functions(self.kernel(case.kernel, artifacts_dir), names,
-                            where=f"test case {case.name}: expect")
+            check_functions(kernel, names, where=f"test case {case.name}: expect")
 
     def image(self, recipe: str, kernel: KernelArtifacts) -> GuestImage:
         from reprolab.image.build import build_image

@@ -354,3 +354,18 @@ def test_built_kernel_need_takes_relative_patches_from_base_dir(
     assert lost is not None and "does not exist" in lost
     found = built_kernel_missing(spec, base_dir=tmp_path)
     assert found is None or "does not exist" not in found
+
+
+def test_load_balance_keeps_to_its_cpus() -> None:
+    script = LoadBalanceStress(hogs=2, rt_churn=2, cpus=(0, 1)).inject_script()
+    # Hotplug cycles only the load's CPUs; a witness CPU is never taken offline.
+    assert "/sys/devices/system/cpu/cpu0/online /sys/devices/system/cpu/cpu1/online" in script
+    assert "cpu[0-9]*/online" not in script
+    # Hogs and RT churn start pinned to the load's CPUs; affinity churn stays within them.
+    assert script.count("taskset -c 0,1 ") == 2
+    assert "taskset -pc 0,1 $p" in script and "0-$((N - 1))" not in script
+    unrestricted = LoadBalanceStress(hogs=2).inject_script()
+    assert "cpu[0-9]*/online" in unrestricted and "taskset -c 0,1" not in unrestricted
+    for bad in ((), (1, 1), (-1,)):
+        with pytest.raises(UserError):
+            LoadBalanceStress(cpus=bad)
