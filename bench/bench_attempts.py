@@ -1,8 +1,8 @@
 """Attempts per hour for the sysrq case: a fresh boot per attempt against snapshot restore.
 
 Runs ``testcases/test_sysrq_panic.py`` (stock kernel, minimal image, 1 vCPU, ELF vmcore on
-the panic) N times through the ordinary :class:`reprolab.session.Session`, then N times
-through :class:`reprolab.snapshot.SnapshotSession` (one real boot, saved after the ready
+the panic) N times through the ordinary :class:`reprolab.run.session.Session`, then N times
+through :class:`reprolab.run.snapshot.SnapshotSession` (one real boot, saved after the ready
 marker, then a restore per attempt). Kernel and image are prepared before the clock
 starts, so the figures are the attempt loop alone: boot or restore, the scenario, the
 dump, triage and teardown. The snapshot run's first attempt pays the boot and the save;
@@ -28,8 +28,8 @@ from rich.console import Console
 from rich.table import Table
 
 from reprolab.replay import load_testcase
-from reprolab.session import Session
-from reprolab.snapshot import SnapshotSession
+from reprolab.run.session import Session
+from reprolab.run.snapshot import SnapshotSession
 
 ROOT = Path(__file__).resolve().parent.parent
 CASE = ROOT / "testcases" / "test_sysrq_panic.py"

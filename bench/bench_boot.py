@@ -22,7 +22,7 @@ from reprolab.case import CaseSpec
 from reprolab.guest.handle import Guest
 from reprolab.image.build import build_image
 from reprolab.kernel.artifacts import stock_kernel
-from reprolab.session import Session
+from reprolab.run.session import Session
 from reprolab.virt.dump import take_vmcore
 
 RESULTS = Path(__file__).parent / "results"

@@ -30,10 +30,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from reprolab.triage.accuracy import corpus_path, load_corpus, measure
-from reprolab.triage.logfile import _MARKER_RE, parse_file
-from reprolab.triage.parser import ConsoleParser
-from reprolab.triage.report import parse_log
+from reprolab.detect.accuracy import corpus_path, load_corpus, measure
+from reprolab.detect.logfile import _MARKER_RE, parse_file
+from reprolab.detect.parser import ConsoleParser
+from reprolab.detect.report import parse_log
 
 RESULTS = Path(__file__).parent / "results"
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "data" / "console"
@@ -158,7 +158,7 @@ def _noisy_throughput(target_mb: int, repeat: int) -> dict[str, Any]:
 _PEAK_CHILD = (
     "import sys, time\n"
     "from pathlib import Path\n"
-    "from reprolab.triage.logfile import parse_file\n"
+    "from reprolab.detect.logfile import parse_file\n"
     "t = time.perf_counter()\n"
     "rep = parse_file(Path(sys.argv[1]))\n"
     "t = time.perf_counter() - t\n"

@@ -1,7 +1,7 @@
 """vmcore size on disk for the sysrq case: compressed (the default) next to raw ELF.
 
 Runs ``testcases/test_sysrq_panic.py`` (stock kernel, minimal image, 1 vCPU, 512 MiB) through
-the ordinary :class:`reprolab.session.Session` once per format and round, alternating the
+the ordinary :class:`reprolab.run.session.Session` once per format and round, alternating the
 formats so both see the same machine load. Per attempt: the dump's size on disk (allocated
 blocks, which is what a lab pays), the dump's seconds, whether the dossier is complete
 (report.json with no section errors) and whether any full-size ELF is left beside the dump.
@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from reprolab.replay import load_testcase
-from reprolab.session import Session
+from reprolab.run.session import Session
 
 ROOT = Path(__file__).resolve().parent.parent
 CASE = ROOT / "testcases" / "test_sysrq_panic.py"

@@ -31,8 +31,8 @@ from rich.table import Table
 
 from reprolab.case import CaseSpec
 from reprolab.guest.handle import Guest
+from reprolab.run.session import Session
 from reprolab.scenario.lkdtm import all_cpu_wedge
-from reprolab.session import Session
 from reprolab.triage.stacks import cpus_with_stacks
 
 ROOT = Path(__file__).resolve().parent.parent

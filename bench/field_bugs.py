@@ -2,7 +2,7 @@
 
 Each field bug has a positive control (its test case on 6.12 with ``testcases/patches``, the
 field mechanism on) and a negative control (the same kernel, the mechanism's boot knob off).
-Per bug this runs both through the ordinary :class:`reprolab.session.Session`, every attempt
+Per bug this runs both through the ordinary :class:`reprolab.run.session.Session`, every attempt
 (``until=all``, so the rate is a rate), and reports: the positive control's repro rate with
 its Wilson and Clopper-Pearson 95% intervals, the negative control's hits, the time to the
 first hit (wall time from the start of the positive run), the median attempt time, and the
@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from reprolab.replay import load_testcase
-from reprolab.session import Session
+from reprolab.run.session import Session
 from reprolab.stats import ReproRate
 
 ROOT = Path(__file__).resolve().parent.parent

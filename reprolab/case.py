@@ -16,8 +16,8 @@ from reprolab.errors import UserError
 from reprolab.guest.spec import GuestOptions
 from reprolab.kernel.spec import parse_kernel_spec
 from reprolab.problems import Problems
-from reprolab.verdict import Expectation
-from reprolab.virt.dump import DEFAULT_FORMAT, DUMP_FORMATS
+from reprolab.run.verdict import Expectation
+from reprolab.virt import DEFAULT_FORMAT, DUMP_FORMATS
 
 #: "explore" is a case without ``expect``: boot, run the body, record what was seen; no
 #: attempt counts as a hit and no kernel outcome fails it (infrastructure errors still do).

@@ -15,11 +15,12 @@ from types import FrameType
 
 from reprolab import __version__
 from reprolab.commands import COMMANDS
-from reprolab.errors import InfraError, UserError
+from reprolab.errors import EXIT_CODES, ExitContext, Family, InfraError, UserError, exit_code
 
-#: Exit codes: 2 for input the user must fix, 3 for the host or the harness failing.
-EXIT_USER = 2
-EXIT_INFRA = 3
+#: Exit codes (from :data:`reprolab.errors.EXIT_CODES`): 2 for input the user must fix, 3
+#: for the host or the harness failing.
+EXIT_USER = EXIT_CODES[Family.USER][ExitContext.CLI]
+EXIT_INFRA = EXIT_CODES[Family.INFRASTRUCTURE][ExitContext.CLI]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,13 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except UserError as exc:
         print(f"reprolab: error: {exc}", file=sys.stderr)
-        return EXIT_USER
+        return exit_code(exc, ExitContext.CLI)
     except InfraError as exc:
         print(f"reprolab: infrastructure error: {exc}", file=sys.stderr)
-        return EXIT_INFRA
-    except KeyboardInterrupt:
+        return exit_code(exc, ExitContext.CLI)
+    except KeyboardInterrupt as exc:
         print("reprolab: interrupted", file=sys.stderr)
-        return 130
+        return exit_code(exc, ExitContext.CLI)
     finally:
         signal.signal(signal.SIGTERM, previous)
 

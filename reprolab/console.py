@@ -13,27 +13,18 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import pexpect
 
 from reprolab.errors import GuestDied, InfraError
+from reprolab.proc import CommandResult
 
 Observer = Callable[[bytes], None]
 
 #: How much decoded console text is kept in memory for pattern waits; the file keeps all.
 _WINDOW = 4 << 20
-
-
-@dataclass(frozen=True)
-class ConsoleResult:
-    """A command run on the console shell (stdout and stderr arrive merged there)."""
-
-    rc: int
-    output: str
-    duration: float
 
 
 class ConsoleTimeout(InfraError):
@@ -231,7 +222,7 @@ class Console:
                 if time.monotonic() >= deadline:
                     raise
 
-    def run(self, command: str, timeout: float = 30.0) -> ConsoleResult:
+    def run(self, command: str, timeout: float = 30.0) -> CommandResult:
         """Run ``command`` in the shell the guest's init leaves on the console.
 
         The second path into a guest whose network is gone. The markers are printed with
@@ -254,4 +245,5 @@ class Console:
             since=since,
         )
         out = m.group("out").replace("\r\n", "\n")
-        return ConsoleResult(int(m.group("rc")), out, time.monotonic() - start)
+        # stdout and stderr arrive merged on the console: all of it is stdout.
+        return CommandResult(int(m.group("rc")), out, "", time.monotonic() - start, command)

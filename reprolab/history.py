@@ -1,7 +1,7 @@
 """Past runs: read an artifact tree's results, compare two runs, retire old vmcores.
 
 A run is a directory holding ``results.jsonl`` (one line per test case, see
-:mod:`reprolab.results`). Comparing is by (test case, crash signature): the nightly question
+:mod:`reprolab.run.record`). Comparing is by (test case, crash signature): the nightly question
 is which signatures are new, which are gone, and which still reproduce at what rate.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from reprolab.errors import UserError
-from reprolab.results import RESULTS_FILE, read_results
+from reprolab.run.record import RESULTS_FILE, read_results
 
 VMCORE_GLOBS = ("vmcore.elf", "vmcore.kdump")
 PRUNED_NOTE = "vmcores-pruned.txt"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -24,22 +25,43 @@ from reprolab.errors import InfraError, UserError
 
 
 @dataclass(frozen=True)
-class Completed:
-    """Outcome of a finished command."""
+class CommandResult:
+    """What a finished command left: one shape for a process on this host (:func:`run`), a
+    guest command over SSH and one on the guest's console shell (where stdout and stderr
+    arrive merged, all in ``stdout``)."""
 
-    argv: tuple[str, ...]
-    returncode: int
+    rc: int
     stdout: str
     stderr: str
-    duration: float
+    duration: float = 0.0
+    command: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.returncode == 0
+        return self.rc == 0
 
     def tail(self, lines: int = 20) -> str:
         text = (self.stdout + ("\n" if self.stdout and self.stderr else "") + self.stderr).strip()
         return "\n".join(text.splitlines()[-lines:])
+
+    def check(self) -> CommandResult:
+        """For a guest command: self when rc == 0, else :class:`RemoteCommandError` (an
+        infrastructure error, whichever channel ran it)."""
+        if self.rc != 0:
+            raise RemoteCommandError(self)
+        return self
+
+
+class RemoteCommandError(InfraError):
+    """A guest command exited non-zero where the caller required success."""
+
+    def __init__(self, result: CommandResult) -> None:
+        super().__init__(
+            f"guest command {result.command!r} exited {result.rc}: "
+            f"{(result.stderr or result.stdout).strip()[-200:]}",
+            detail=f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}",
+        )
+        self.result = result
 
 
 def run(
@@ -52,7 +74,7 @@ def run(
     stdin: str | bytes | None = None,
     log: Path | None = None,
     error: type[UserError] | type[InfraError] = InfraError,
-) -> Completed:
+) -> CommandResult:
     """Run ``argv`` and return its outcome.
 
     ``log`` streams stdout and stderr into a file instead of capturing them, for builds whose
@@ -82,19 +104,19 @@ def run(
         raise error(
             f"{args[0]}: command not found (install it or run scripts/bootstrap.sh)"
         ) from exc
-    done = Completed(
-        argv=args,
-        returncode=proc.returncode,
+    done = CommandResult(
+        rc=proc.returncode,
         stdout=out_b.decode(errors="replace"),
         stderr=err_b.decode(errors="replace"),
         duration=time.monotonic() - start,
+        command=shlex.join(args),
     )
     if check and not done.ok:
         where = f" (log: {log})" if log is not None else ""
         last = done.tail(1) if log is None else _last_line(log)
         raise error(
             f"{' '.join(args[:4])}{' ...' if len(args) > 4 else ''} failed with exit "
-            f"{done.returncode}{where}: {last}",
+            f"{done.rc}{where}: {last}",
             detail=done.tail(40) if log is None else None,
         )
     return done

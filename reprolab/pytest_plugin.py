@@ -5,6 +5,11 @@ attempt with a freshly booted guest (so ``attempts=N`` needs nothing from the au
 folds the attempts into a verdict, and turns the verdict into a pass or a failure according
 to the mode: in ``regression`` mode a hit fails the test, in ``reproduce`` mode it passes.
 Infrastructure failures are reported as errors of the run, never as kernel verdicts.
+
+The plugin is loaded into every pytest run of the environment (entry point ``pytest11``), so
+it stays inert until a test carries the ``reprolab`` marker: libvirt, pexpect and the run
+machinery are imported only then. Labs extend it through the hooks in
+:mod:`reprolab.hookspecs`.
 """
 
 from __future__ import annotations
@@ -12,28 +17,28 @@ from __future__ import annotations
 import inspect
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from reprolab.attempt import AttemptInterrupted, AttemptResult
-from reprolab.case import CaseSpec
-from reprolab.errors import InfraError, UserError
-from reprolab.guest.handle import Guest
-from reprolab.hosts import HostPool, run_state_dir
+from reprolab.errors import Family, InfraError, UserError
 from reprolab.paths import default_artifacts, new_run_id
 from reprolab.problems import MarkerError
-from reprolab.results import CaseResult, append_result
-from reprolab.session import Session
-from reprolab.verdict import Outcome
-from reprolab.virt.connection import DEFAULT_URI
+from reprolab.virt import DEFAULT_URI
 
-_SESSION_KEY = pytest.StashKey[Session]()
-_SESSIONS_KEY = pytest.StashKey[dict[str, Session]]()
-_POOL_KEY = pytest.StashKey[HostPool]()
+if TYPE_CHECKING:
+    from reprolab.case import CaseSpec
+    from reprolab.guest.handle import Guest
+    from reprolab.hosts import HostPool
+    from reprolab.run.record import CaseResult
+    from reprolab.run.session import Session
+
+_SESSION_KEY = pytest.StashKey["Session"]()
+_SESSIONS_KEY = pytest.StashKey[dict[str, "Session"]]()
+_POOL_KEY = pytest.StashKey["HostPool"]()
 #: How long a test waits for a free guest slot on the lab's hosts.
 LEASE_TIMEOUT = 6 * 3600
-_RESULT_KEY = pytest.StashKey[CaseResult]()
+_RESULT_KEY = pytest.StashKey["CaseResult"]()
 #: Set by a caller (``reprolab run``) that prints the verdicts itself: one summary, not two.
 CALLER_SUMMARY = pytest.StashKey[bool]()
 
@@ -77,6 +82,12 @@ def _opt(config: pytest.Config, name: str) -> Any:
     return value
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from reprolab import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
@@ -118,13 +129,18 @@ def _session(config: pytest.Config, uri: str | None = None) -> Session:
     uri = uri or str(_opt(config, "uri") or DEFAULT_URI)
     sessions = config.stash.setdefault(_SESSIONS_KEY, {})
     if uri not in sessions:
-        keep = str(_opt(config, "keep-guest") or "").lower() in ("1", "true", "yes")
-        sessions[uri] = Session(
-            uri=uri,
-            artifacts=artifacts_root(config),
-            keep_guest=keep,
-            kernel_override=_opt(config, "kernel"),
-        )
+        backend = config.hook.pytest_reprolab_backend(config=config, uri=uri)
+        if backend is None:
+            from reprolab.run.session import Session
+
+            keep = str(_opt(config, "keep-guest") or "").lower() in ("1", "true", "yes")
+            backend = Session(
+                uri=uri,
+                artifacts=artifacts_root(config),
+                keep_guest=keep,
+                kernel_override=_opt(config, "kernel"),
+            )
+        sessions[uri] = backend
         portable = str(_opt(config, "portable") or "").lower() in ("1", "true", "yes")
         sessions[uri].portable_bundles = portable
         config.stash.setdefault(_SESSION_KEY, sessions[uri])
@@ -136,6 +152,8 @@ def _pool(config: pytest.Config) -> HostPool | None:
     if not value:
         return None
     if _POOL_KEY not in config.stash:
+        from reprolab.hosts import HostPool, run_state_dir
+
         try:
             config.stash[_POOL_KEY] = HostPool.from_option(
                 str(value), run_state_dir(_run_id(config)))
@@ -173,6 +191,8 @@ def case_of(item: pytest.Item) -> CaseSpec | None:
     marker = item.get_closest_marker("reprolab")
     if marker is None:
         return None
+    from reprolab.case import CaseSpec
+
     if marker.args:
         raise UserError(f"test case {item.nodeid}: the reprolab marker takes keyword "
                         "arguments only")
@@ -212,6 +232,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         case_result = _run_case(pyfuncitem, case, session)
     else:
         session, case_result = _run_on_pool(pyfuncitem, case, pool)
+    from reprolab.run.record import append_result
+
     pyfuncitem.stash[_RESULT_KEY] = case_result
     _record(pyfuncitem, case_result, session)
     append_result(session.artifacts, case_result, host=session.uri)
@@ -226,10 +248,8 @@ def _host_trouble(result: CaseResult) -> str | None:
     """The reason to take a host out of the pool: every attempt failed on the host itself."""
     if result.kernel_attempts or not result.attempts:
         return None
-    first = result.attempts[0]
-    host_level = (first.error_type == "LibvirtUnavailable"
-                  or (first.error or "").startswith("host "))
-    return first.error if host_level else None
+    failure = result.attempts[0].failure
+    return failure.message if failure is not None and failure.family is Family.HOST else None
 
 
 def _run_on_pool(item: pytest.Function, case: CaseSpec, pool: HostPool
@@ -257,43 +277,49 @@ def _run_on_pool(item: pytest.Function, case: CaseSpec, pool: HostPool
 
 
 def _run_case(pyfuncitem: pytest.Function, case: CaseSpec, session: Session) -> CaseResult:
+    from reprolab.run.attempt import AttemptResult
+    from reprolab.run.loop import CaseInterrupted, run_case
+    from reprolab.run.record import append_result
+
     func = pyfuncitem.obj
     params = inspect.signature(func).parameters
     kwargs = {name: pyfuncitem.funcargs[name] for name in params if name != "guest"}
 
-    results: list[AttemptResult] = []
-    body_errors: list[BaseException] = []
+    def body(g: Guest) -> None:
+        if "guest" in params:
+            func(**kwargs, guest=g)
+        else:
+            func(**kwargs)
+
     try:
         session.check_expectation(case)
     except UserError as exc:
         pytest.fail(str(exc), pytrace=False)
-    for index in range(1, case.attempts + 1):
+    hook = pyfuncitem.ihook
 
-        def body(g: Guest) -> None:
-            if "guest" in params:
-                func(**kwargs, guest=g)
-            else:
-                func(**kwargs)
+    def finished(attempt: AttemptResult, _body_error: BaseException | None) -> None:
+        hook.pytest_reprolab_attempt_finished(item=pyfuncitem, attempt=attempt)
 
-        message: str | None = None
-        try:
-            result, body_error = session.run_attempt(case, index, body)
-        except AttemptInterrupted as exc:
-            # Ctrl-C: the run stops, but results.jsonl says this case was interrupted.
-            interrupted = CaseResult(case, (*results, exc.result))
-            append_result(session.artifacts, interrupted, host=session.uri, interrupted=True)
-            raise
-        except UserError as exc:
-            message = f"{case.name}: {exc}"
-        if message is not None:  # outside the except: one line, no chained traceback
-            pytest.fail(message, pytrace=False)
-        results.append(result)
-        if body_error is not None:
-            body_errors.append(body_error)
-        if case.stops_after(result.hit):
-            break
-    pyfuncitem.stash[_BODY_ERRORS_KEY] = body_errors
-    return CaseResult(case, tuple(results))
+    def crashed(attempt: AttemptResult, report: Any) -> None:
+        hook.pytest_reprolab_crash_detected(item=pyfuncitem, report=report,
+                                            vmcore=attempt.vmcore, attempt=attempt)
+
+    message: str | None = None
+    session.on_crash = crashed
+    try:
+        run = run_case(session, case, body, on_attempt=finished)
+    except CaseInterrupted as exc:
+        # Ctrl-C: the run stops, but results.jsonl says this case was interrupted.
+        append_result(session.artifacts, exc.case_result, host=session.uri, interrupted=True)
+        raise
+    except UserError as exc:
+        message = f"{case.name}: {exc}"
+    finally:
+        session.on_crash = None
+    if message is not None:  # outside the except: one line, no chained traceback
+        pytest.fail(message, pytrace=False)
+    pyfuncitem.stash[_BODY_ERRORS_KEY] = list(run.body_errors)
+    return run.result
 
 
 def _record(item: pytest.Function, result: CaseResult, session: Session) -> None:
@@ -313,6 +339,8 @@ def _judge(result: CaseResult, body_errors: list[BaseException] | None = None) -
     failure (its traceback is the most useful thing) or says what the attempts saw.
     Infrastructure errors stay errors of the run, never passes.
     """
+    from reprolab.run.verdict import Outcome
+
     case = result.case
     verdict = result.verdict
     if verdict == "infra-error":
@@ -372,11 +400,13 @@ def _check_image(case: CaseSpec) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     """The verdicts of every reprolab test of the run (all xdist workers included)."""
-    from reprolab.results import read_results
-
     if getattr(config, "workerinput", None) is not None:
         return
     root = artifacts_root(config)
+    if not root.is_dir():  # no reprolab test ran: stay silent, import nothing
+        return
+    from reprolab.run.record import read_results
+
     rows = read_results(root)
     if not rows or config.stash.get(CALLER_SUMMARY, False):
         return

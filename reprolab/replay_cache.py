@@ -38,7 +38,7 @@ Say = Callable[[str], None]
 
 def build_id(kernel: KernelArtifacts) -> str | None:
     """The GNU build ID of the kernel's vmlinux (what a vmcore's VMCOREINFO also names)."""
-    from reprolab.triage.vmcore import elf_build_id
+    from reprolab.kernel.elf import elf_build_id
 
     if kernel.vmlinux is None or not kernel.vmlinux.is_file():
         return None

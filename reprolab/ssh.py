@@ -16,7 +16,6 @@ import shlex
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -30,6 +29,7 @@ from tenacity import (
 )
 
 from reprolab.errors import InfraError
+from reprolab.proc import CommandResult, RemoteCommandError
 from reprolab.proc import run as run_local
 
 #: Seconds one TCP connect + SSH handshake may take before the attempt is retried.
@@ -44,39 +44,8 @@ class Watch(Protocol):
     def __call__(self, fn: Callable[[], T], timeout: float | None, what: str) -> T: ...
 
 
-class RemoteCommandError(InfraError):
-    """A guest command exited non-zero where the caller required success (``check=True``)."""
-
-    def __init__(self, result: CommandResult) -> None:
-        super().__init__(
-            f"guest command {result.command!r} exited {result.rc}: "
-            f"{(result.stderr or result.stdout).strip()[-200:]}",
-            detail=f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}",
-        )
-        self.result = result
-
-
 class CommandTimeout(InfraError):
     """A guest command outlived its timeout (the guest may be hung: check the console)."""
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    rc: int
-    stdout: str
-    stderr: str
-    duration: float
-    command: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.rc == 0
-
-    def check(self) -> CommandResult:
-        """Return self when rc == 0, else raise :class:`RemoteCommandError`."""
-        if self.rc != 0:
-            raise RemoteCommandError(self)
-        return self
 
 
 def generate_keypair(directory: Path) -> tuple[Path, str]:

@@ -27,32 +27,38 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from reprolab.bisect.sequential import SequentialTest, StepDecision, StepPolicy, Verdict
-from reprolab.errors import InfraError, UntestableError, UserError
-from reprolab.proc import Completed, run
+from reprolab.errors import (
+    EXIT_CODES,
+    ExitContext,
+    Family,
+    InfraError,
+    UntestableError,
+    UserError,
+)
+from reprolab.errors import (
+    exit_code as failure_exit,
+)
+from reprolab.proc import CommandResult, run
+from reprolab.run.verdict import Outcome
 from reprolab.stats import ReproRate
 
 #: ``git bisect run`` exit codes (git-bisect(1)): 0 old, 1..127 new, 125 skip, >= 128 abort.
+#: The failures' codes come from the one table, :data:`reprolab.errors.EXIT_CODES`.
 EXIT_OLD = 0
 EXIT_NEW = 1
-EXIT_UNTESTABLE = 125
-EXIT_INFRA = 128
-EXIT_USAGE = 129
-EXIT_INTERRUPTED = 130
-
-
-class Outcome(StrEnum):
-    HIT = "hit"
-    MISS = "miss"
-    OTHER_CRASH = "other-crash"
-    UNTESTABLE = "untestable"
-    INFRA_ERROR = "infra-error"
+_STEP = ExitContext.BISECT_STEP
+EXIT_UNTESTABLE = EXIT_CODES[Family.KERNEL][_STEP]
+EXIT_INFRA = EXIT_CODES[Family.INFRASTRUCTURE][_STEP]
+EXIT_USAGE = EXIT_CODES[Family.USER][_STEP]
+EXIT_INTERRUPTED = EXIT_CODES[Family.INTERRUPTED][_STEP]
 
 
 @dataclass(frozen=True)
 class AttemptOutcome:
-    """One attempt's result as bisection sees it.
+    """One attempt's result as bisection sees it (:class:`Outcome` is the attempts' own).
 
-    Only ``hit`` (the test case's target signature) and ``miss`` are evidence. An
+    Only a hit (``reproduced``, the test case's target signature) and a miss
+    (``not-reproduced``) are evidence. An
     ``other-crash`` is logged with its signature but decides nothing: the guest died of
     something else, so whether the target would have fired is unknown.
     """
@@ -67,11 +73,11 @@ class AttemptOutcome:
 
     @classmethod
     def hit(cls, signature: str | None = None, **kw: Any) -> AttemptOutcome:
-        return cls(Outcome.HIT, signature, **kw)
+        return cls(Outcome.REPRODUCED, signature, **kw)
 
     @classmethod
     def miss(cls, **kw: Any) -> AttemptOutcome:
-        return cls(Outcome.MISS, **kw)
+        return cls(Outcome.NOT_REPRODUCED, **kw)
 
     @classmethod
     def other_crash(cls, signature: str, **kw: Any) -> AttemptOutcome:
@@ -154,7 +160,7 @@ def run_step(oracle: StepOracle, commit: str, policy: StepPolicy) -> StepResult:
         if outcome.kind is Outcome.OTHER_CRASH:
             others[outcome.signature or "unknown"] += 1
             continue
-        test.record(outcome.kind is Outcome.HIT)
+        test.record(outcome.kind is Outcome.REPRODUCED)
         if test.done:
             return finish(StepStatus.DECIDED, ran=ran)
     return finish(StepStatus.DECIDED, capped=True, ran=policy.max_attempts)
@@ -200,12 +206,12 @@ def step_main(
         result = run_step(oracle, commit, policy)
     except UserError as exc:
         print(f"reprolab bisect-step: error: {exc}", file=sys.stderr)
-        return EXIT_UNTESTABLE if isinstance(exc, UntestableError) else EXIT_USAGE
+        return failure_exit(exc, _STEP)
     except InfraError as exc:
         print(f"reprolab bisect-step: infrastructure error: {exc}", file=sys.stderr)
-        return EXIT_INFRA
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        return failure_exit(exc, _STEP)
+    except KeyboardInterrupt as exc:
+        return failure_exit(exc, _STEP)
     except Exception:
         # A bug in the harness or the oracle: Python's own exit 1 would read as "bad".
         traceback.print_exc()
@@ -241,7 +247,7 @@ def calibrate(
             others[outcome.signature or "unknown"] += 1
             continue
         informative += 1
-        hits += outcome.kind is Outcome.HIT
+        hits += outcome.kind is Outcome.REPRODUCED
     return ReproRate.measure(hits, informative, confidence=confidence), dict(others)
 
 
@@ -297,7 +303,7 @@ def parse_bisect_output(text: str, new_term: str) -> tuple[str | None, tuple[str
 
 
 def _git(repo: Path, *args: str, check: bool = True,
-         error: type[UserError] | type[InfraError] = UserError) -> Completed:
+         error: type[UserError] | type[InfraError] = UserError) -> CommandResult:
     return run(["git", "-C", str(repo), *args], check=check, error=error)
 
 
@@ -433,7 +439,7 @@ def bisect(
                 ["git", "bisect", "run", *step_command], cwd=repo, check=False,
                 timeout=timeout,
             )
-            output, returncode = done.stdout + done.stderr, done.returncode
+            output, returncode = done.stdout + done.stderr, done.rc
             culprit, candidates = parse_bisect_output(output, terms.new)
             if culprit is None and not candidates:
                 _raise_aborted(done)
@@ -451,12 +457,12 @@ def bisect(
 _ABORT = re.compile(r"exit code (\d+) from")
 
 
-def _raise_aborted(done: Completed) -> None:
+def _raise_aborted(done: CommandResult) -> None:
     """A bisection that ended without a culprit: say whose fault it was."""
     match = _ABORT.search(done.stderr + done.stdout)
     code = int(match.group(1)) if match else None
     message = (
-        f"git bisect run stopped (step exit {code if code is not None else done.returncode}): "
+        f"git bisect run stopped (step exit {code if code is not None else done.rc}): "
         f"{done.tail(2) or 'no output'}"
     )
     if code == EXIT_USAGE:

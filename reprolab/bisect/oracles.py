@@ -14,10 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reprolab.attempt import AttemptResult
 from reprolab.bisect.driver import AttemptOutcome, StepOracle
 from reprolab.errors import UserError
-from reprolab.verdict import Outcome
+from reprolab.run.attempt import AttemptResult
+from reprolab.run.verdict import Outcome
 
 #: Registered oracles: name -> ``module:factory``. The VM oracle lives with the attempt runner.
 ORACLES: dict[str, str] = {

@@ -3,7 +3,7 @@
 For each commit the kernel is built once from the tree at that commit with the test case's
 own recipe (base config, fragments, patches), through the kernel cache, so every step's
 build is a ccache-fed rebuild of the few files the commits between steps touched. Attempts
-then run through the same :class:`Session` as ``reprolab run``, and
+then run through the same loop (:mod:`reprolab.run.loop`) as ``reprolab run``, and
 :func:`attempt_outcome` says what each one means to the step.
 
 A commit whose kernel does not build, or never reaches the image's ready marker (a boot
@@ -12,7 +12,7 @@ timeout, or a crash other than the target before it), cannot be tested
 so the bisection aborts instead of blaming a commit for a host fault.
 
 Options (``--oracle-opt KEY=VALUE``): ``uri`` (libvirt URI), ``snapshot=1`` (restore a
-post-boot snapshot per attempt instead of booting; see :mod:`reprolab.snapshot`).
+post-boot snapshot per attempt instead of booting; see :mod:`reprolab.run.snapshot`).
 """
 
 from __future__ import annotations
@@ -21,17 +21,18 @@ import logging
 import os
 from pathlib import Path
 
-from reprolab.attempt import AttemptResult
 from reprolab.bisect.driver import AttemptOutcome
 from reprolab.bisect.oracles import OracleContext, attempt_outcome
-from reprolab.errors import UntestableError
+from reprolab.errors import BootTimeout, InfraError, UntestableError
 from reprolab.kernel.artifacts import KernelArtifacts
 from reprolab.kernel.resolve import resolve_kernel
 from reprolab.kernel.spec import KernelSpec
 from reprolab.replay import LoadedCase, at_commit, kernel_to_data, load_testcase
-from reprolab.session import Session
-from reprolab.verdict import Outcome
-from reprolab.virt.connection import DEFAULT_URI
+from reprolab.run.attempt import AttemptResult
+from reprolab.run.loop import run_attempt
+from reprolab.run.session import Session
+from reprolab.run.verdict import Outcome
+from reprolab.virt import DEFAULT_URI
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 #: where ``reprolab bisect`` was started is found through this (inherited) variable.
 CASE_DIR_ENV = "REPROLAB_CASE_DIR"
 #: Infrastructure errors that, on a freshly built kernel, mean "this kernel does not boot".
-BOOT_FAILURES = ("BootTimeout",)
+BOOT_FAILURES: tuple[type[InfraError], ...] = (BootTimeout,)
 
 
 def _truthy(value: str | None) -> bool:
@@ -54,7 +55,8 @@ def boot_failed(result: AttemptResult) -> bool:
     (``boot_seconds`` is only set once the guest reached its ready marker.)
     """
     if result.outcome is Outcome.INFRA_ERROR:
-        return result.error_type in BOOT_FAILURES
+        failure = result.failure
+        return failure is not None and failure.type in {t.__name__ for t in BOOT_FAILURES}
     return (result.outcome in (Outcome.OTHER_CRASH, Outcome.HANG)
             and result.boot_seconds is None)
 
@@ -70,7 +72,7 @@ class VmOracle:
         uri = context.options.get("uri", DEFAULT_URI)
         session: Session
         if _truthy(context.options.get("snapshot")):
-            from reprolab.snapshot import SnapshotSession
+            from reprolab.run.snapshot import SnapshotSession
 
             session = SnapshotSession(uri=uri, artifacts=context.artifacts)
         else:
@@ -98,7 +100,7 @@ class VmOracle:
         self._attempts[commit] = index
         case = self.loaded.case.with_overrides(kernel=kernel_to_data(self.spec_for(commit)))
         self.session.artifacts = self.context.artifacts / commit[:12]
-        result, body_error = self.session.run_attempt(case, index, self.body)
+        result, body_error = run_attempt(self.session, case, index, self.body)
         if body_error is not None:
             log.warning("%s attempt %d: the test body failed: %s", commit[:12], index,
                         body_error)

@@ -19,7 +19,6 @@ from typing import Any
 
 from reprolab.bisect.driver import (
     EXIT_INFRA,
-    EXIT_INTERRUPTED,
     EXIT_USAGE,
     StepStatus,
     bisect,
@@ -44,7 +43,7 @@ from reprolab.bisect.sequential import (
     Verdict,
     policy_for_bisection,
 )
-from reprolab.errors import InfraError, UserError
+from reprolab.errors import ExitContext, InfraError, UserError, exit_code
 from reprolab.paths import default_artifacts
 from reprolab.proc import run
 
@@ -233,12 +232,12 @@ def _bisect_step(args: argparse.Namespace) -> int:
             close_oracle(oracle)
     except UserError as exc:
         print(f"reprolab bisect-step: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exit_code(exc, ExitContext.BISECT_STEP)
     except InfraError as exc:
         print(f"reprolab bisect-step: infrastructure error: {exc}", file=sys.stderr)
-        return EXIT_INFRA
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        return exit_code(exc, ExitContext.BISECT_STEP)
+    except KeyboardInterrupt as exc:
+        return exit_code(exc, ExitContext.BISECT_STEP)
     except Exception:
         traceback.print_exc()
         return EXIT_INFRA

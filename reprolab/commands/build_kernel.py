@@ -20,12 +20,12 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from reprolab.errors import UntestableError
+from reprolab.errors import EXIT_CODES, ExitContext, Family, UntestableError
 from reprolab.kernel.resolve import resolve_kernel
 from reprolab.kernel.spec import parse_kernel_spec
 
-#: ``git bisect run``'s "skip this commit".
-EXIT_UNTESTABLE = 125
+#: ``git bisect run``'s "skip this commit" (the one table: :data:`reprolab.errors.EXIT_CODES`).
+EXIT_UNTESTABLE = EXIT_CODES[Family.KERNEL][ExitContext.BISECT_STEP]
 
 
 def register(subparsers: Any) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from reprolab.doctor import run_checks
 from reprolab.paths import default_artifacts
-from reprolab.virt.connection import DEFAULT_URI
+from reprolab.virt import DEFAULT_URI
 
 
 def register(sub: Any) -> None:

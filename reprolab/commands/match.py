@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reprolab.detect.lines import console_lines
+from reprolab.detect.logfile import read_log
+from reprolab.detect.report import crash_bt, parse_log
 from reprolab.errors import InfraError, UserError
 from reprolab.proc import run as run_proc
-from reprolab.triage.lines import console_lines
-from reprolab.triage.logfile import read_log
-from reprolab.triage.report import crash_bt, parse_log
 
 _COLLECTOR = "reprolab.commands.match_collect"
 #: No bundled case matched (not an error of the input: an answer scripts can test).

@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reprolab.attempt import AttemptResult
-from reprolab.errors import UserError
+from reprolab.errors import EXIT_CODES, ExitContext, Family, UserError
 from reprolab.kernel.artifacts import KernelArtifacts
 from reprolab.paths import default_artifacts
 from reprolab.replay import (
@@ -35,14 +34,16 @@ from reprolab.replay import (
     replay_plan,
 )
 from reprolab.replay_cache import Exact, find_exact
-from reprolab.results import CaseResult, append_result
-from reprolab.session import Session
-from reprolab.verdict import Outcome
-from reprolab.virt.connection import DEFAULT_URI
+from reprolab.run.attempt import AttemptResult
+from reprolab.run.loop import run_case
+from reprolab.run.record import CaseResult, append_result
+from reprolab.run.session import Session
+from reprolab.run.verdict import Outcome
+from reprolab.virt import DEFAULT_URI
 
 EXIT_REPRODUCED = 0
 EXIT_NOT_REPRODUCED = 1
-EXIT_INFRA = 3
+EXIT_INFRA = EXIT_CODES[Family.INFRASTRUCTURE][ExitContext.CLI]
 
 
 def register(sub: Any) -> None:
@@ -117,7 +118,7 @@ def main(args: argparse.Namespace) -> int:
               f"artifacts {artifacts}", soft_wrap=True)
     session: Session
     if args.snapshot:
-        from reprolab.snapshot import SnapshotSession
+        from reprolab.run.snapshot import SnapshotSession
 
         session = SnapshotSession(uri=args.uri, artifacts=artifacts)
     else:
@@ -137,21 +138,21 @@ def main(args: argparse.Namespace) -> int:
                       "bundle's .config and patches gives another build ID than the bundle's "
                       f"({exact.recorded_build_id or 'not recorded'})", soft_wrap=True)
     results: list[AttemptResult] = []
+
+    def show(result: AttemptResult, body_error: BaseException | None) -> None:
+        results.append(result)
+        hits = sum(r.hit for r in results)
+        # print(), not rich: inside the live display stdout is redirected above it.
+        print(f"{_line(result, body_error)}   [{result.index}/{case.attempts}, {hits} hits]",
+              flush=True)
+
     try:
         with out.status("preparing the kernel and image"):
             kernel = session.kernel(case.kernel, artifacts)
             session.check_expectation(case, artifacts)
             session.image(case.guest.image, kernel)
         with show_progress():
-            for index in range(1, case.attempts + 1):
-                result, body_error = session.run_attempt(case, index, body)
-                results.append(result)
-                hits = sum(r.hit for r in results)
-                # print(), not rich: inside the live display stdout is redirected above it.
-                print(f"{_line(result, body_error)}   [{index}/{case.attempts}, {hits} hits]",
-                      flush=True)
-                if case.stops_after(result.hit):
-                    break
+            run_case(session, case, body, on_attempt=show)
     finally:
         session.close()
     if plan is not None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from reprolab.commands.live import show_progress
 from reprolab.paths import default_artifacts, new_run_id
-from reprolab.results import read_results
+from reprolab.run.record import read_results
 
 
 def register(sub: Any) -> None:

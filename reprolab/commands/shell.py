@@ -47,8 +47,8 @@ def _cmdline(items: list[str]) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from reprolab.session import Session
-    from reprolab.virt.connection import DEFAULT_URI
+    from reprolab.run.session import Session
+    from reprolab.virt import DEFAULT_URI
 
     case = CaseSpec.from_marker("shell", {
         "kernel": args.kernel,
@@ -81,7 +81,7 @@ def main(args: argparse.Namespace) -> int:
                 # A subshell: an `exit` in CMD must not end the console's shell, whose
                 # status line the harness waits for.
                 res = guest.console.run(f"( {args.command}\n)", timeout=3600)
-                sys.stdout.write(res.output)
+                sys.stdout.write(res.stdout)
                 return res.rc
             from reprolab.proc import interactive
 

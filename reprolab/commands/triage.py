@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from reprolab.detect.logfile import parse_file
+from reprolab.detect.report import CrashReport, no_crash_json
 from reprolab.errors import UserError
-from reprolab.triage.logfile import parse_file
-from reprolab.triage.report import CrashReport, no_crash_json
 
 #: Same code as a user error (reprolab.cli.EXIT_USER): a log to fix. Not imported from the
 #: CLI module, which imports this one.

@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from reprolab.console import Console
+from reprolab.detect.events import HANG_KINDS, NO_OUTPUT, PVPANIC, WATCHDOG_FIRE, GuestEvent, Source
+from reprolab.detect.parser import ConsoleParser
 from reprolab.errors import GuestDied, InfraError
-from reprolab.events import HANG_KINDS, NO_OUTPUT, PVPANIC, WATCHDOG_FIRE, GuestEvent, Source
 from reprolab.guest.inflight import call_watched
-from reprolab.triage.parser import ConsoleParser
 from reprolab.virt.domain import Domain
 from reprolab.virt.hostfiles import HostFiles, LocalFiles
 
 if TYPE_CHECKING:
+    from reprolab.detect.report import CrashReport
     from reprolab.ssh import SshChannel
-    from reprolab.triage.report import CrashReport
 
 T = TypeVar("T")
 
@@ -219,13 +219,15 @@ class Guest:
         return None
 
     def sh(self, command: str, timeout: float = 60.0) -> str:
-        """Run a shell command over SSH when the image has it, else on the console."""
+        """Run a shell command over SSH when the image has it, else on the console.
+
+        Returns its stdout; a non-zero exit raises :class:`RemoteCommandError` (an
+        infrastructure error) over either channel, so one failed step means the same on
+        every image."""
         if self.ssh is not None:
             return self.ssh.run(command, timeout=timeout, check=True).stdout
-        res = self.console.run(command, timeout=timeout)
-        if res.rc != 0:
-            raise AssertionError(f"`{command}` exited {res.rc} in the guest: {res.output[-500:]}")
-        return res.output
+        # The same failure either way: a non-zero exit is a RemoteCommandError.
+        return self.console.run(command, timeout=timeout).check().stdout
 
     def crashed_during(self, exc: BaseException, grace: float = 3.0) -> bool:
         """Did a kernel crash cause ``exc``? Then it is a verdict, not an infrastructure error.

@@ -1,8 +1,8 @@
-"""What a guest is, as data.
+"""What a test case asks of its guest: options from the marker, the command line's layers.
 
-A :class:`GuestSpec` is everything needed to boot one guest and nothing about how: it is
-rendered to domain XML by :mod:`reprolab.guest.domain_xml` and saved in every replay bundle,
-so it stays a plain frozen value that compares and hashes.
+The machine itself (:class:`GuestSpec`: everything needed to boot one guest and nothing
+about how) is libvirt's input, so it lives in :mod:`reprolab.virt.machine` with the domain
+XML it is rendered to; ``guest/`` builds on ``virt/``, never the other way.
 """
 
 from __future__ import annotations
@@ -10,18 +10,26 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from reprolab.errors import UserError
 from reprolab.problems import Problems
+from reprolab.virt.machine import (
+    Accel,
+    CpuFeature,
+    FeaturePolicy,
+    GuestSpec,
+    PanicDevice,
+    Watchdog,
+    WatchdogAction,
+    nested_flag,
+)
 
-Accel = Literal["kvm", "tcg"]
-PanicDevice = Literal["isa", "none"]
-WatchdogAction = Literal["pause", "reset", "poweroff", "shutdown", "dump", "none"]
-FeaturePolicy = Literal["require", "disable"]
-#: One CPUID feature the guest CPU must show ("require") or must not ("disable").
-CpuFeature = tuple[str, FeaturePolicy]
+#: The machine types live with the domain XML in :mod:`reprolab.virt.machine`; the names
+#: stay importable from here, where a test case's guest options are read.
+__all__ = ["Accel", "CpuFeature", "FeaturePolicy", "GuestOptions", "GuestSpec", "PanicDevice",
+           "Watchdog", "WatchdogAction", "merge_cmdline", "nested_flag", "parse_cpu_features",
+           "parse_memory"]
 
 _MEM = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|[KMGT]|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1 << 20, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -68,61 +76,6 @@ def parse_cpu_features(value: Any, *, where: str) -> tuple[CpuFeature, ...]:
             raise UserError(f"{where}: guest cpu_features names {name!r} twice")
         features[name] = _POLICY_SIGN[text[0]]
     return tuple(features.items())
-
-
-@dataclass(frozen=True)
-class Watchdog:
-    """A virtual hardware watchdog; ``pause`` lets reprolab dump the guest when it fires."""
-
-    model: Literal["i6300esb", "ib700"] = "i6300esb"
-    action: WatchdogAction = "pause"
-
-
-@dataclass(frozen=True)
-class GuestSpec:
-    """One guest: kernel, initrd or disk, command line, CPUs, memory and devices."""
-
-    kernel: Path
-    initrd: Path | None = None
-    #: Kernel command line as ordered (key, value) pairs; value None means a bare flag.
-    cmdline: tuple[tuple[str, str | None], ...] = ()
-    vcpus: int = 2
-    memory_mib: int = 512
-    #: QEMU CPU model; ``qemu64`` under TCG, ``host-passthrough`` is spelled ``host``.
-    cpu_model: str = "qemu64"
-    #: Expose nested virtualisation (SVM under TCG, the host's VMX/SVM under KVM).
-    nested: bool = False
-    #: CPUID features added to or removed from the CPU model, in order.
-    cpu_features: tuple[CpuFeature, ...] = ()
-    accel: Accel = "tcg"
-    panic_device: PanicDevice = "isa"
-    watchdog: Watchdog | None = None
-    #: Disk image for the ``disk`` image kind (a per-run overlay), on virtio-blk.
-    disk: Path | None = None
-    #: Forward this host port on 127.0.0.1 to the guest's port 22 (user-mode networking).
-    ssh_port: int | None = None
-    #: QEMU fw_cfg items (name -> host file), e.g. the run's authorized_keys.
-    fw_cfg: tuple[tuple[str, Path], ...] = ()
-    #: Extra device XML snippets appended verbatim under <devices>.
-    extra_devices: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.vcpus < 1 or self.vcpus > 64:
-            raise UserError(f"guest vcpus must be 1..64, got {self.vcpus}")
-        if self.memory_mib < 64:
-            raise UserError(f"guest memory must be at least 64 MiB, got {self.memory_mib}")
-        if (self.nested and self.cpu_model != "host"
-                and (nested_flag(self.cpu_model), "disable") in self.cpu_features):
-            raise UserError(f"guest cpu_features disables {nested_flag(self.cpu_model)}, "
-                            "which nested virtualisation needs")
-
-    def cmdline_text(self) -> str:
-        return " ".join(k if v is None else f"{k}={v}" for k, v in self.cmdline)
-
-
-def nested_flag(cpu_model: str) -> str:
-    """The CPUID flag nested virtualisation needs on ``cpu_model`` (a named, non-host one)."""
-    return "vmx" if "intel" in cpu_model.lower() else "svm"
 
 
 def merge_cmdline(

@@ -352,7 +352,7 @@ def _make(make: list[str], env: dict[str, str], targets: list[str], log: Path) -
         # The work dir is gone by the time anyone reads this: name files as in the tree.
         first = first.replace(make[make.index("-C") + 1] + "/", "")
     raise UserError(
-        f"kernel build failed: {first or 'make exited ' + str(done.returncode)} (log: {log})",
+        f"kernel build failed: {first or 'make exited ' + str(done.rc)} (log: {log})",
         detail="\n".join(lines[-40:]),
     )
 

@@ -35,7 +35,7 @@ def find_vmlinux(build_id: str | None, extra: Iterable[Path] = ()) -> Path | Non
     VMCOREINFO may carry a shorter prefix of the ID than the note holds, so a prefix match
     of at least 20 hex digits (80 bits) counts.
     """
-    from reprolab.triage.vmcore import elf_build_id
+    from reprolab.kernel.elf import elf_build_id
 
     if not build_id or len(build_id) < 20:
         return None

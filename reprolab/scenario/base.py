@@ -17,8 +17,8 @@ import shlex
 from collections.abc import Iterable
 from typing import Any, ClassVar, Protocol
 
+from reprolab.detect.events import GuestEvent
 from reprolab.errors import UserError
-from reprolab.events import GuestEvent
 
 log = logging.getLogger(__name__)
 

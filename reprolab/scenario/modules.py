@@ -37,7 +37,7 @@ def load_order(release: str, modules: tuple[str, ...]) -> list[Path]:
     for mod in modules:
         res = run(["modprobe", "-S", release, "-d", str(roots[0]), "--show-depends", mod],
                   check=False)
-        if res.returncode != 0:
+        if res.rc != 0:
             raise InfraError(f"module {mod} not found for kernel {release}: "
                              f"{res.stderr.strip()[-200:]}")
         for line in res.stdout.splitlines():

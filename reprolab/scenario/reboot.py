@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from reprolab.events import WATCHDOG_FIRE
+from reprolab.detect.events import WATCHDOG_FIRE
+from reprolab.detect.kinds import REBOOT
 from reprolab.scenario.base import (
     STATE_DIR,
     GuestLike,
@@ -30,7 +31,6 @@ from reprolab.scenario.base import (
     one_line,
     require,
 )
-from reprolab.triage.kinds import REBOOT
 
 FEEDER = "watchdog_feeder"
 #: What the kernel prints when it really restarts (kernel_restart -> machine_restart).

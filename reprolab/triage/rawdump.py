@@ -10,16 +10,16 @@ still say what crashed and where.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from reprolab.errors import UserError
+from reprolab.kernel.elf import iter_notes, note_segments
 
 Reader = Callable[[int, int], bytes]  # (virtual address, size) -> bytes
 
 _ELF_MAGIC = b"\x7fELF"
-_PT_NOTE = 4
 _NT_PRSTATUS = 1
 # x86_64 struct elf_prstatus: pr_pid at 32, pr_reg (27 longs) at 112.
 _PRSTATUS_PID = 32
@@ -83,6 +83,10 @@ def unflatten(src: Path, dst: Path) -> None:
             fout.write(data)
 
 
+class NotAVmcore(UserError):
+    """The file handed in is no dump at all (or cannot be read): no fallback can help."""
+
+
 def check_elf(path: Path) -> None:
     """Refuse early, with a sentence, what is not an ELF core (a kdump-compressed file is
     handled by drgn itself, so only reject files that are neither)."""
@@ -90,49 +94,22 @@ def check_elf(path: Path) -> None:
         with path.open("rb") as f:
             head = f.read(16)
     except OSError as exc:
-        raise UserError(f"cannot read vmcore {path}: {exc.strerror}") from None
+        raise NotAVmcore(f"cannot read vmcore {path}: {exc.strerror}") from None
     if head[:4] == _ELF_MAGIC or head[:8] in (b"KDUMP   ", b"DISKDUMP") or head.startswith(
             _FLAT_SIGNATURE):
         return
-    raise UserError(f"{path} is not a vmcore (neither an ELF core nor a kdump-compressed file)")
+    raise NotAVmcore(f"{path} is not a vmcore (neither an ELF core nor a kdump-compressed file)")
 
 
 def prstatus_notes(path: Path) -> list[CpuRegs]:
     """Per-CPU registers from an ELF core's NT_PRSTATUS notes, in CPU order."""
     out: list[CpuRegs] = []
     try:
-        with path.open("rb") as f:
-            ehdr = f.read(64)
-            if ehdr[:4] != _ELF_MAGIC or ehdr[4] != 2:  # ELFCLASS64 only
-                return []
-            phoff, = struct.unpack_from("<Q", ehdr, 32)
-            phentsize, phnum = struct.unpack_from("<HH", ehdr, 54)
-            f.seek(phoff)
-            phdrs = f.read(phentsize * phnum)
-            for i in range(phnum):
-                p_type, _flags, p_offset, _va, _pa, p_filesz = struct.unpack_from(
-                    "<IIQQQQ", phdrs, i * phentsize
-                )
-                if p_type != _PT_NOTE or p_filesz > 64 * 1024 * 1024:
-                    continue
-                f.seek(p_offset)
-                out.extend(_parse_notes(f.read(p_filesz), len(out)))
+        for data in note_segments(path, max_size=64 * 1024 * 1024):
+            out.extend(_parse_notes(data, len(out)))
     except (OSError, struct.error):
         return out
     return out
-
-
-def iter_notes(data: bytes) -> Iterator[tuple[bytes, int, bytes]]:
-    """(name, type, descriptor) of each ELF note in a PT_NOTE segment's bytes."""
-    pos = 0
-    while pos + 12 <= len(data):
-        namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
-        pos += 12
-        name = data[pos : pos + namesz].rstrip(b"\0")
-        pos += (namesz + 3) & ~3
-        desc = data[pos : pos + descsz]
-        pos += (descsz + 3) & ~3
-        yield name, ntype, desc
 
 
 def _parse_notes(data: bytes, first_cpu: int) -> list[CpuRegs]:

@@ -15,19 +15,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 import tempfile
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from reprolab.detect.report import CrashReport, parse_log
 from reprolab.errors import UserError
+from reprolab.kernel.elf import elf_build_id
 from reprolab.modes import private_like
 from reprolab.proc import run
 from reprolab.triage import kdump, rawdump
 from reprolab.triage.dossier import render_markdown
-from reprolab.triage.report import CrashReport, parse_log
 
 MAX_TASKS = 200
 DMESG_TAIL = 200
@@ -39,32 +39,6 @@ def _drgn() -> Any:
     except ImportError as exc:  # pragma: no cover - drgn is a dependency
         raise UserError("drgn is not installed: pip install drgn") from exc
     return drgn
-
-
-def elf_build_id(path: Path) -> str | None:
-    """The GNU build id of an ELF file (from its note segments), or None."""
-    try:
-        with path.open("rb") as f:
-            ehdr = f.read(64)
-            if ehdr[:4] != b"\x7fELF" or ehdr[4] != 2:
-                return None
-            phoff, = struct.unpack_from("<Q", ehdr, 32)
-            phentsize, phnum = struct.unpack_from("<HH", ehdr, 54)
-            f.seek(phoff)
-            phdrs = f.read(phentsize * phnum)
-            for i in range(phnum):
-                p_type, _fl, off, _va, _pa, size = struct.unpack_from(
-                    "<IIQQQQ", phdrs, i * phentsize)
-                if p_type != 4 or size > 1 << 20:
-                    continue
-                f.seek(off)
-                data = f.read(size)
-                for name, ntype, desc in rawdump.iter_notes(data):
-                    if ntype == 3 and name == b"GNU":
-                        return desc.hex()
-    except (OSError, struct.error):
-        return None
-    return None
 
 
 def _open(vmcore: Path) -> Any:
@@ -373,9 +347,9 @@ def _build(vmcore: Path, vmlinux: Path | None,
            console_report: CrashReport | None, lookup: bool = True) -> dict[str, Any]:
     try:
         prog = _open(vmcore)
+    except rawdump.NotAVmcore:
+        raise
     except UserError as exc:
-        if "is not a vmcore" in str(exc) or "cannot read" in str(exc):
-            raise
         partial_dossier = {"vmcore": str(vmcore), "vmlinux": str(vmlinux) if vmlinux else None,
                            "debug_info": False, **_crash_fallback(vmcore, exc), "cpus": [],
                            "errors": {"drgn": str(exc)}}

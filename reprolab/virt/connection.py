@@ -6,13 +6,15 @@ reprolab reports errors itself, so the handler is silenced once, here.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from typing import Any
 
 import libvirt
 
 from reprolab.errors import LibvirtUnavailable, UserError
+from reprolab.virt import DEFAULT_URI
 
-DEFAULT_URI = "qemu:///system"
 _KNOWN_SCHEMES = ("qemu", "qemu+ssh", "qemu+tcp", "qemu+tls", "qemu+unix", "test")
 
 
@@ -48,3 +50,29 @@ def open_connection(uri: str = DEFAULT_URI) -> Any:
 
 def is_remote(uri: str) -> bool:
     return "+ssh://" in uri or "+tcp://" in uri or "+tls://" in uri
+
+
+def connection_alive(conn: Any, *, rpc: bool = True) -> bool:
+    """Is ``conn`` still up? (``rpc``: ask the daemon too, not only the socket.)
+
+    A daemon hung in its shutdown keeps the socket open and never answers: it is asked
+    from a thread, and given up on after a few seconds.
+    """
+    try:
+        if not conn.isAlive():
+            return False
+    except Exception:
+        return False
+    if not rpc:
+        return True
+    answered: list[bool] = []
+
+    def ask() -> None:
+        with contextlib.suppress(Exception):
+            conn.getLibVersion()
+            answered.append(True)
+
+    probe = threading.Thread(target=ask, daemon=True)
+    probe.start()
+    probe.join(5.0)
+    return bool(answered)

@@ -20,9 +20,9 @@ from typing import Any
 import libvirt
 
 from reprolab.errors import GuestDied, InfraError
-from reprolab.guest.domain_xml import render_domain_xml
-from reprolab.guest.metadata import NS, PREFIX, RunTag
-from reprolab.guest.spec import GuestSpec
+from reprolab.virt.domain_xml import render_domain_xml
+from reprolab.virt.machine import GuestSpec
+from reprolab.virt.metadata import NS, PREFIX, RunTag
 
 _STATE_NAMES = {
     libvirt.VIR_DOMAIN_NOSTATE: "nostate",
@@ -112,6 +112,24 @@ class Domain:
             first = str(exc).splitlines()[0]
             raise InfraError(f"libvirt could not start domain {name}: {first}") from exc
         return cls(conn, dom, name, xml)
+
+    @classmethod
+    def restore(cls, conn: Any, path: Path, name: str, xml: str) -> Domain:
+        """Restore a domain saved by :meth:`save`, paused (so the console is attached before
+        it runs again). ``xml`` is the saved domain's live XML, kept as its description."""
+        try:
+            conn.restoreFlags(str(path), None, libvirt.VIR_DOMAIN_SAVE_PAUSED)
+            dom = conn.lookupByName(name)
+        except libvirt.libvirtError as exc:
+            raise InfraError(f"could not restore {name} from {path}: {exc}") from exc
+        return cls(conn, dom, name, xml)
+
+    def save(self, path: Path) -> None:
+        """virDomainSave: the guest's state to ``path``; the domain is gone afterwards."""
+        try:
+            self.dom.save(str(path))
+        except libvirt.libvirtError as exc:
+            raise InfraError(f"could not save {self.name} after boot: {exc}") from exc
 
     def resume(self) -> None:
         try:

@@ -14,15 +14,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import libvirt
 
 from reprolab.errors import InfraError
+from reprolab.virt import DEFAULT_FORMAT, DUMP_FORMATS, DumpFormat
 
-DumpFormat = Literal["elf", "kdump-zlib"]
-DUMP_FORMATS: tuple[DumpFormat, ...] = ("kdump-zlib", "elf")
-DEFAULT_FORMAT: DumpFormat = "kdump-zlib"
+__all__ = ["DEFAULT_FORMAT", "DUMP_FORMATS", "DumpFormat", "Vmcore", "take_vmcore"]
 
 _FORMATS = {
     "elf": libvirt.VIR_DOMAIN_CORE_DUMP_FORMAT_RAW,

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from reprolab.errors import InfraError, UserError
+from reprolab.errors import HostError, InfraError, UserError
 from reprolab.modes import QEMU_GROUP
 from reprolab.paths import runtime_root
 
@@ -123,7 +123,7 @@ class SshFiles:
         try:
             client.connect(self.host, port=self.port, username=self.user, timeout=15)
         except (OSError, paramiko.SSHException) as exc:
-            raise InfraError(f"host {self.host}: cannot open SSH for file transfer: {exc}"
+            raise HostError(f"host {self.host}: cannot open SSH for file transfer: {exc}"
                              ) from exc
         self._client = client
         self._sftp = client.open_sftp()
@@ -137,7 +137,7 @@ class SshFiles:
         text: str = out.read().decode(errors="replace")
         if rc != 0:
             why = err.read().decode(errors="replace").strip().splitlines()
-            raise InfraError(f"host {self.host}: `{command}` exited {rc}: "
+            raise HostError(f"host {self.host}: `{command}` exited {rc}: "
                              f"{why[-1] if why else ''}")
         return text
 
@@ -183,7 +183,7 @@ class SshFiles:
             self._qemu_only(PurePosixPath(tmp))
             sftp.posix_rename(tmp, str(remote))
         except OSError as exc:
-            raise InfraError(f"host {self.host}: shipping {path} failed: {exc}") from exc
+            raise HostError(f"host {self.host}: shipping {path} failed: {exc}") from exc
         return Path(str(remote))
 
     def scratch(self, name: str) -> Path:
@@ -220,7 +220,7 @@ class SshFiles:
         try:
             return int(out.split()[-1])
         except (IndexError, ValueError) as exc:
-            raise InfraError(f"host {self.host}: cannot read free space: {out!r}") from exc
+            raise HostError(f"host {self.host}: cannot read free space: {out!r}") from exc
 
     def close(self) -> None:
         if self._client is not None:

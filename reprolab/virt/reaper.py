@@ -12,8 +12,8 @@ from typing import Any
 
 import libvirt
 
-from reprolab.guest.metadata import RunTag
 from reprolab.virt.domain import run_tag_of
+from reprolab.virt.metadata import RunTag
 
 #: A domain whose owner ran on another machine is only reaped after this long.
 DEFAULT_MAX_AGE_S = 6 * 3600

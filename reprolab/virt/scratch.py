@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from reprolab.guest.metadata import RunTag
+from reprolab.virt.metadata import RunTag
 
 OWNER_FILE = "owner.json"
 PREFIX = "session-"

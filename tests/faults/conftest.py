@@ -8,7 +8,7 @@ from pathlib import Path
 import daemons
 import pytest
 
-from reprolab.session import Session
+from reprolab.run.session import Session
 
 
 @pytest.fixture(autouse=True, scope="module")

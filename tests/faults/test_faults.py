@@ -27,11 +27,12 @@ from filelock import FileLock
 from lxml import etree
 
 from reprolab.case import CaseSpec
+from reprolab.errors import Family
 from reprolab.guest.handle import Guest
 from reprolab.pytest_plugin import _host_trouble
-from reprolab.results import CaseResult
-from reprolab.session import Session
-from reprolab.verdict import Outcome
+from reprolab.run.record import CaseResult
+from reprolab.run.session import Session
+from reprolab.run.verdict import Outcome
 
 pytestmark = pytest.mark.vm
 REPO = Path(__file__).resolve().parents[2]
@@ -156,6 +157,8 @@ def test_full_artifacts_disk_is_refused_before_the_guest_boots(
         session.close()
     assert result.outcome is Outcome.INFRA_ERROR
     assert f"disk full for reproductions at {art}" in (result.error or "")
+    # Typed as the host's: a lab pool takes the host out, by family, not by these words.
+    assert result.failure is not None and result.failure.family is Family.HOST
     assert not (result.directory / "domain.xml").exists()  # no guest was started
     record["classified"] = True
     record["leaks"] = daemons.leaks([])

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from vmtools import URI
 
-from reprolab.session import Session
+from reprolab.run.session import Session
 
 
 @pytest.fixture

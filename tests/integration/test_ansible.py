@@ -35,7 +35,7 @@ def proof(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, list[str], str
         timeout=1800,
         check=False,
     )
-    return done.returncode, done.stdout.splitlines(), done.stderr
+    return done.rc, done.stdout.splitlines(), done.stderr
 
 
 def test_proof_script_succeeds(proof: tuple[int, list[str], str]) -> None:

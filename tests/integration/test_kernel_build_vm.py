@@ -23,8 +23,8 @@ from reprolab.kernel.config import ConfigError
 from reprolab.kernel.patches import PatchError
 from reprolab.kernel.resolve import resolve_kernel
 from reprolab.kernel.spec import parse_kernel_spec
-from reprolab.session import Session
-from reprolab.verdict import Outcome
+from reprolab.run.session import Session
+from reprolab.run.verdict import Outcome
 
 SOURCE = "linux-source-6.12"
 SMALL = f"build:{SOURCE}"

@@ -96,7 +96,7 @@ def test_guest_ssh_through_a_lab_host_gateway(tmp_path: Path, loopback_lab_host:
     reaches it through the host's sshd (direct-tcpip). Loopback stands in for the host."""
     from vmtools import make_case
 
-    from reprolab.session import Session
+    from reprolab.run.session import Session
     from reprolab.ssh import SshChannel
 
     seen: dict[str, str] = {}

@@ -56,7 +56,7 @@ def test_repro_with_snapshot_restore_then_replay(tmp_path: Path) -> None:
 def test_restored_guest_is_tagged_and_destroyed_on_close(tmp_path: Path) -> None:
     """A restored domain cannot be AUTODESTROY: it keeps the run tag, and close() kills it."""
     from reprolab.replay import load_testcase
-    from reprolab.snapshot import SnapshotSession
+    from reprolab.run.snapshot import SnapshotSession
     from reprolab.virt.domain import run_tag_of
 
     loaded = load_testcase(str(CASE))

@@ -13,6 +13,8 @@ import pytest
 from vmtools import domain_name, make_case, our_domains
 
 from reprolab.guest.handle import Guest
+from reprolab.run.session import Session
+from reprolab.run.verdict import Outcome
 from reprolab.scenario import (
     BackgroundLoad,
     CfsBandwidthStorm,
@@ -24,8 +26,6 @@ from reprolab.scenario import (
     Together,
     clock_report,
 )
-from reprolab.session import Session
-from reprolab.verdict import Outcome
 
 pytestmark = pytest.mark.vm
 TOOLS = {"vcpus": 2, "memory": "512M", "image": "tools"}

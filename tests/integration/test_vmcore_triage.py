@@ -18,11 +18,11 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from reprolab.detect.report import parse_log
 from reprolab.errors import UserError
 from reprolab.kernel.artifacts import stock_image
 from reprolab.paths import cache_root, runtime_root
 from reprolab.proc import run
-from reprolab.triage.report import parse_log
 from reprolab.triage.vmcore import elf_build_id, write_dossier
 
 pytestmark = pytest.mark.vm

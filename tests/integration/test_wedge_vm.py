@@ -22,9 +22,9 @@ from reprolab.guest.inflight import GuestStopped
 from reprolab.kernel.artifacts import KernelArtifacts
 from reprolab.kernel.resolve import resolve_kernel
 from reprolab.kernel.spec import parse_kernel_spec
+from reprolab.run.session import Session
+from reprolab.run.verdict import Outcome
 from reprolab.scenario.lkdtm import DIRECT, all_cpu_wedge
-from reprolab.session import Session
-from reprolab.verdict import Outcome
 
 SOURCE = "linux-source-6.12"
 SMALL = f"build:{SOURCE}"

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from reprolab.attempt import AttemptResult
 from reprolab.case import CaseSpec
 from reprolab.cli import EXIT_USER, main
 from reprolab.errors import UserError
-from reprolab.results import CaseResult
-from reprolab.verdict import Observed, Outcome, classify
+from reprolab.run.attempt import AttemptResult
+from reprolab.run.record import CaseResult
+from reprolab.run.verdict import Observed, Outcome, classify
 
 CASE_FILE = '''
 import pytest

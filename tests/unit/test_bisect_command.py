@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from git_tree import assert_reset, git_env, make_repo
 
-from reprolab.attempt import AttemptResult
 from reprolab.bisect.driver import EXIT_USAGE, Outcome
 from reprolab.bisect.oracles import attempt_outcome, parse_options, resolve_factory
 from reprolab.commands import bisect as bisect_cmd
-from reprolab.errors import UserError
+from reprolab.errors import Failure, InfraError, UserError
 from reprolab.proc import run
-from reprolab.verdict import Outcome as Verdict
+from reprolab.run.attempt import AttemptResult
+from reprolab.run.verdict import Outcome as Verdict
 
 ORACLE = "flaky_oracle:from_context"
 
@@ -97,7 +97,7 @@ def test_step_entry_never_exits_with_a_verdict_code(tmp_path: Path) -> None:
     # A broken state file must abort the bisection (129), not read as "bad" (1) or "good" (0).
     done = run([sys.executable, "-m", "reprolab.commands.bisect", "--state",
                 str(tmp_path / "missing.json")], check=False)
-    assert done.returncode == EXIT_USAGE
+    assert done.rc == EXIT_USAGE
     assert "cannot read bisect state" in done.stderr
     (tmp_path / "state.json").write_text("{}")
     assert bisect_cmd.step_entry(["--state", str(tmp_path / "state.json")]) == EXIT_USAGE
@@ -110,11 +110,15 @@ def test_attempt_results_map_to_step_outcomes(tmp_path: Path) -> None:
                              accel="tcg", **kw)  # type: ignore[arg-type]
 
     hit = attempt_outcome(result(Verdict.REPRODUCED, signature="soft-lockup:fn"))
-    assert (hit.kind, hit.signature, hit.artifacts) == (Outcome.HIT, "soft-lockup:fn", tmp_path)
-    assert attempt_outcome(result(Verdict.NOT_REPRODUCED)).kind is Outcome.MISS
+    assert (hit.kind, hit.signature, hit.artifacts) == (Outcome.REPRODUCED, "soft-lockup:fn",
+                                                        tmp_path)
+    # One outcome type: the attempt's and the bisection step's are the same enum.
+    assert Outcome is Verdict
+    assert attempt_outcome(result(Verdict.NOT_REPRODUCED)).kind is Outcome.NOT_REPRODUCED
     other = attempt_outcome(result(Verdict.OTHER_CRASH, title="BUG: oops"))
     assert (other.kind, other.signature) == (Outcome.OTHER_CRASH, "BUG: oops")
-    infra = attempt_outcome(result(Verdict.INFRA_ERROR, error="qemu died"))
+    infra = attempt_outcome(result(Verdict.INFRA_ERROR,
+                                          failure=Failure.of(InfraError("qemu died"))))
     assert (infra.kind, infra.detail) == (Outcome.INFRA_ERROR, "qemu died")
 
 
@@ -129,7 +133,7 @@ def test_step_shim_aborts_when_reprolab_cannot_be_imported(tmp_path: Path) -> No
     # -I -S: no site-packages, so reprolab is not importable; git must see an abort, not "bad".
     done = run([sys.executable, "-I", "-S", "-c", bisect_cmd.STEP_SHIM, "--state", "x"],
                cwd=tmp_path, check=False)
-    assert done.returncode == EXIT_USAGE
+    assert done.rc == EXIT_USAGE
     assert "cannot import reprolab" in done.stderr
 
 

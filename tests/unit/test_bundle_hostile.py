@@ -16,7 +16,8 @@ from reprolab.case import CaseSpec
 from reprolab.cli import EXIT_USER, main
 from reprolab.errors import UserError
 from reprolab.replay import replay_plan
-from reprolab.session import Session, _safe
+from reprolab.run.boot import safe_name as _safe
+from reprolab.run.session import Session
 
 SENTINEL_CODE = '''
 import pathlib

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from reprolab.consolelog import HARNESS_MARK, RAW, clean_text, tidy_attempt_logs
-from reprolab.triage.report import parse_log
+from reprolab.detect.report import parse_log
 
 RAW_LOG = Path(__file__).resolve().parents[1] / "data" / "console-raw" / \
     "debian-6.1-sysrq-with-probes.raw"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reprolab.triage.accuracy import corpus_path, load_corpus, measure
+from reprolab.detect.accuracy import corpus_path, load_corpus, measure
 
 MIN_DETECTED = 1.0
 MAX_FALSE_POSITIVES = 0

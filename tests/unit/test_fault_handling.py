@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from reprolab.attempt import AttemptResult
 from reprolab.console import Console
-from reprolab.guest.domain_xml import render_domain_xml
-from reprolab.guest.metadata import RunTag
 from reprolab.guest.spec import GuestSpec
-from reprolab.verdict import Outcome
+from reprolab.run.attempt import AttemptResult
+from reprolab.run.verdict import Outcome
 from reprolab.virt.connection import open_connection
 from reprolab.virt.domain import unique_name
+from reprolab.virt.domain_xml import render_domain_xml
 from reprolab.virt.hostfiles import LocalFiles
+from reprolab.virt.metadata import RunTag
 from reprolab.virt.reaper import reap_orphans
 from reprolab.virt.scratch import claim, reap_scratch
 from reprolab.virt.seriallog import collect_serial
@@ -96,8 +96,7 @@ def test_own_domains_on_a_lost_connection_are_reaped_only_when_asked() -> None:
 @pytest.mark.parametrize("dump_error", [None, "memory-only dump failed: No space left"])
 def test_result_carries_typed_dump_and_error_fields(tmp_path: Path, dump_error: str | None
                                                      ) -> None:
-    result = AttemptResult("c", 1, Outcome.REPRODUCED, tmp_path, "tcg", dump_error=dump_error,
-                           error_type=None)
+    result = AttemptResult("c", 1, Outcome.REPRODUCED, tmp_path, "tcg", dump_error=dump_error)
     saved = json.loads(result.write().read_text())
     assert saved["dump_error"] == dump_error and result.dump_failed is (dump_error is not None)
     assert saved["error_type"] is None

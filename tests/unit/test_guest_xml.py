@@ -6,9 +6,9 @@ import pytest
 from lxml import etree
 
 from reprolab.errors import UserError
-from reprolab.guest.domain_xml import QEMU_NS, render_domain_xml
-from reprolab.guest.metadata import NS, RunTag
 from reprolab.guest.spec import GuestOptions, GuestSpec, Watchdog, merge_cmdline, parse_memory
+from reprolab.virt.domain_xml import QEMU_NS, render_domain_xml
+from reprolab.virt.metadata import NS, RunTag
 
 
 def _xml(**kw: object) -> etree._Element:

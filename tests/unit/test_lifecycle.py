@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from reprolab.errors import UserError
-from reprolab.guest.domain_xml import render_domain_xml
-from reprolab.guest.metadata import RunTag
 from reprolab.guest.spec import GuestSpec
 from reprolab.virt.connection import open_connection, validate_uri
 from reprolab.virt.domain import Domain, run_tag_of, unique_name
+from reprolab.virt.domain_xml import render_domain_xml
+from reprolab.virt.metadata import RunTag
 from reprolab.virt.reaper import reap_orphans
 
 SPEC = GuestSpec(kernel=Path("/var/lib/k"), initrd=Path("/var/lib/i"))

@@ -18,7 +18,7 @@ def test_run_captures_and_checks() -> None:
         run(["sh", "-c", "echo boom; exit 3"])
     with pytest.raises(UserError, match="failed with exit 1"):
         run(["false"], error=UserError)
-    assert run(["false"], check=False).returncode == 1
+    assert run(["false"], check=False).rc == 1
 
 
 def test_run_missing_command_and_timeout(tmp_path: Path) -> None:

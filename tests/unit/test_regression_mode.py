@@ -4,11 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from reprolab.attempt import AttemptResult
 from reprolab.case import CaseSpec
+from reprolab.errors import Failure, InfraError
 from reprolab.pytest_plugin import _judge
-from reprolab.results import CaseResult
-from reprolab.verdict import Expectation, Observed, Outcome, classify
+from reprolab.run.attempt import AttemptResult
+from reprolab.run.record import CaseResult
+from reprolab.run.verdict import Expectation, Observed, Outcome, classify
 
 EXPECT = Expectation.from_mapping({"kind": "hard-lockup"}, where="t")
 
@@ -88,7 +89,8 @@ def test_later_hang_fails_regression_after_a_quiet_attempt(tmp_path: Path) -> No
 def test_infra_error_is_never_a_pass(tmp_path: Path) -> None:
     for mode in ("regression", "reproduce"):
         result = CaseResult(_case(mode), (
-            _attempt(tmp_path, Outcome.INFRA_ERROR, error="SSH never answered"),))
+            _attempt(tmp_path, Outcome.INFRA_ERROR,
+                     failure=Failure.of(InfraError("SSH never answered"))),))
         assert "infrastructure error, no kernel verdict: SSH never answered" in (
             _fail_message(result))
 

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from reprolab.attempt import AttemptResult
 from reprolab.bisect.vm_oracle import boot_failed
 from reprolab.cli import EXIT_USER, main
-from reprolab.errors import UserError
+from reprolab.errors import BootTimeout, Failure, GuestDied, InfraError, UserError
 from reprolab.image.build import GuestImage
 from reprolab.kernel.artifacts import KernelArtifacts
 from reprolab.kernel.spec import STOCK, parse_kernel_spec
@@ -24,7 +23,8 @@ from reprolab.replay import (
     replay_plan,
     write_attempt_bundle,
 )
-from reprolab.verdict import Outcome
+from reprolab.run.attempt import AttemptResult
+from reprolab.run.verdict import Outcome
 
 CASE = '''
 import pytest
@@ -186,13 +186,13 @@ def test_bundle_round_trip_replays_the_built_commit(casefile: Path, tmp_path: Pa
 
 
 def test_boot_failure_is_told_from_other_infra_errors(tmp_path: Path) -> None:
-    def result(error_type: str) -> AttemptResult:
+    def result(error: InfraError) -> AttemptResult:
         return AttemptResult("c", 1, Outcome.INFRA_ERROR, tmp_path, "tcg",
-                             error_type=error_type)
+                             failure=Failure.of(error))
 
-    # The typed error, never a note parsed back.
-    assert boot_failed(result("BootTimeout"))
-    assert not boot_failed(result("GuestDied"))
+    # The typed failure, never a note parsed back: the same message, another type.
+    assert boot_failed(result(BootTimeout("guest did not come up")))
+    assert not boot_failed(result(GuestDied("guest did not come up")))
     # Another crash before the ready marker: untestable; after it: an ordinary other crash.
     early = AttemptResult("c", 1, Outcome.OTHER_CRASH, tmp_path, "tcg", boot_seconds=None)
     late = AttemptResult("c", 1, Outcome.OTHER_CRASH, tmp_path, "tcg", boot_seconds=3.0)

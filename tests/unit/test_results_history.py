@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from reprolab.attempt import AttemptResult
 from reprolab.case import CaseSpec
 from reprolab.cli import EXIT_USER, main
-from reprolab.results import CaseResult, append_result
-from reprolab.verdict import Outcome
+from reprolab.run.attempt import AttemptResult
+from reprolab.run.record import CaseResult, append_result
+from reprolab.run.verdict import Outcome
 
 
 def _record(run: Path, name: str, mode: str, outcomes: list[tuple[Outcome, str | None]],

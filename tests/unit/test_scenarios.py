@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from reprolab.detect.events import GuestEvent
 from reprolab.errors import UserError
-from reprolab.events import GuestEvent
 from reprolab.scenario import (
     LKDTM_EXPECTED,
     BackgroundLoad,

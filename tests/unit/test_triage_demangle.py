@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reprolab.triage.demangle import demangle
+from reprolab.detect.demangle import demangle
 
 
 @pytest.mark.parametrize(

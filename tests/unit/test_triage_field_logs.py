@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from reprolab.triage import kinds
-from reprolab.triage.parser import ConsoleParser
-from reprolab.triage.report import crash_bt, parse_log
+from reprolab.detect import kinds
+from reprolab.detect.parser import ConsoleParser
+from reprolab.detect.report import crash_bt, parse_log
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 FIELD = DATA / "field"
@@ -271,8 +271,8 @@ def test_stuck_in_names_where_the_cpu_spun() -> None:
 
 
 def test_attempt_result_carries_stuck_in_and_fatal_report(tmp_path: Path) -> None:
-    from reprolab.attempt import AttemptResult
-    from reprolab.verdict import Outcome
+    from reprolab.run.attempt import AttemptResult
+    from reprolab.run.verdict import Outcome
 
     rep = parse_log(SLAB_DOUBLE_FREE)
     hard = parse_log(EL7.read_bytes())

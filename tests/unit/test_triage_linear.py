@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from reprolab.triage import logfile
-from reprolab.triage.extract import MAX_STARTS, anchored_search
-from reprolab.triage.lines import LINE_CAP, console_lines, iter_console_lines
-from reprolab.triage.parser import ConsoleParser
-from reprolab.triage.report import parse_log
-from reprolab.triage.rules import compile_rule
+from reprolab.detect import logfile
+from reprolab.detect.extract import MAX_STARTS, anchored_search
+from reprolab.detect.lines import LINE_CAP, console_lines, iter_console_lines
+from reprolab.detect.parser import ConsoleParser
+from reprolab.detect.report import parse_log
+from reprolab.detect.rules import compile_rule
 
 TRIAGE = str(Path(__file__).resolve().parents[2] / "reprolab" / "triage")
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reprolab.triage import kinds
-from reprolab.triage.parser import MAX_LINE, ConsoleParser, Event
+from reprolab.detect import kinds
+from reprolab.detect.parser import MAX_LINE, ConsoleParser, Event
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "console"
 

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reprolab.detect.report import parse_log
+from reprolab.detect.signature import Signature
+from reprolab.detect.titles import sanitize_title
 from reprolab.errors import UserError
-from reprolab.triage.report import parse_log
-from reprolab.triage.signature import Signature
-from reprolab.triage.titles import sanitize_title
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "console"
 EXPECTED = {k: v for k, v in json.loads((DATA / "expected.json").read_text()).items()

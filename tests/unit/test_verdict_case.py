@@ -4,7 +4,7 @@ import pytest
 
 from reprolab.case import CaseSpec
 from reprolab.errors import UserError
-from reprolab.verdict import Expectation, Observed, Outcome, classify
+from reprolab.run.verdict import Expectation, Observed, Outcome, classify
 
 PANIC = Observed(crashed=True, title="kernel panic: sysrq triggered crash", kind="panic",
                  frames=("panic", "sysrq_handle_crash"), events=("panic", "pvpanic"))

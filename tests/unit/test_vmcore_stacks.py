@@ -1,8 +1,8 @@
 """in_stack/frame are found in the vmcore's stacks too, and the result says where."""
 
 
+from reprolab.run.verdict import Expectation, Observed, Outcome, classify
 from reprolab.triage.stacks import VMCORE_LOG, Stack, frame_name, guilty_frame, vmcore_stacks
-from reprolab.verdict import Expectation, Observed, Outcome, classify
 
 #: The shape write_dossier gives a silent all-CPU wedge with debug info (drgn-unwound).
 DOSSIER = {

@@ -12,13 +12,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from reprolab.triage import kinds
-from reprolab.triage.lines import LINE_CAP, normalise
-from reprolab.triage.oopses import LINUX_OOPSES
+from reprolab.detect import kinds
+from reprolab.detect.lines import LINE_CAP, normalise
+from reprolab.detect.oopses import LINUX_OOPSES
 
 #: A line longer than this is cut and its remainder treated as a new line: a flood without
 #: newlines must not grow memory without bound, and the work per line stays bounded. The same
-#: cap as the whole-log parser's (:data:`reprolab.triage.lines.LINE_CAP`), so chunked and
+#: cap as the whole-log parser's (:data:`reprolab.detect.lines.LINE_CAP`), so chunked and
 #: whole input see the same lines.
 MAX_LINE = LINE_CAP
 _PRINTK_TIME = re.compile(rb"(?m)^(?:<[0-9]{1,3}>)?\[ *[0-9]+\.[0-9]+\]")
@@ -41,7 +41,7 @@ _BOOT_BANNER = re.compile(r"(?:^|\] )Linux version [0-9]")
 class Event:
     """A crash marker seen on the console.
 
-    ``kind`` is one of :data:`reprolab.triage.kinds.ALL_KINDS`; ``offset`` is the byte offset
+    ``kind`` is one of :data:`reprolab.detect.kinds.ALL_KINDS`; ``offset`` is the byte offset
     of the line's start in the stream; ``caller`` is the printk caller id ("T123"/"C1") when
     the kernel prints one, which is how interleaved CPUs are told apart.
     """

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reprolab.errors import UserError
-from reprolab.triage.watchdogs import NO_OUTPUT_KEY, watchdog_cmdline, watchdog_plan
+from reprolab.guest.watchdogs import kernel_cmdline, watchdog_plan
 
 
 @given(st.integers(min_value=20, max_value=100_000))
@@ -20,13 +20,13 @@ def test_order_rcu_soft_hung_silence(budget: int) -> None:
 
 
 def test_cmdline_keys() -> None:
-    params = watchdog_cmdline(120)
+    params = kernel_cmdline(120)
+    assert watchdog_plan(120).no_output_s == 120
     assert params == {
         "rcupdate.rcu_cpu_stall_timeout": "20",
         "watchdog_thresh": "15",
         "sysctl.kernel.hung_task_timeout_secs": "60",
         "sysctl.kernel.hung_task_check_interval_secs": "10",
-        NO_OUTPUT_KEY: "120",
     }
 
 

@@ -25,7 +25,7 @@ HANG_KINDS = frozenset({NO_OUTPUT, WATCHDOG_FIRE})
 
 def event_kinds() -> tuple[str, ...]:
     """Every kind an event can have: the console parser's and the synthetic ones."""
-    from reprolab.triage.kinds import ALL_KINDS
+    from reprolab.detect.kinds import ALL_KINDS
 
     return (*ALL_KINDS, PVPANIC, WATCHDOG_FIRE, NO_OUTPUT)
 

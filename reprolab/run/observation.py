@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reprolab.events import HANG_KINDS
+from reprolab.detect.events import HANG_KINDS
+from reprolab.run.verdict import Observed
 from reprolab.triage.stacks import CONSOLE, VMCORE_LOG, guilty_frame, vmcore_stacks
-from reprolab.verdict import Observed
 
 if TYPE_CHECKING:
+    from reprolab.detect.report import CrashReport
     from reprolab.guest.handle import Guest
-    from reprolab.triage.report import CrashReport
 
 #: Frames of the panic the harness's own NMI raises: such a report shows stacks, not a cause.
 _NMI_PANIC_FRAMES = frozenset({"unknown_nmi_error", "nmi_panic"})

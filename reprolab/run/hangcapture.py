@@ -15,8 +15,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from reprolab.detect.events import HANG_KINDS, NMI_INJECTED, PVPANIC
 from reprolab.errors import InfraError
-from reprolab.events import HANG_KINDS, NMI_INJECTED, PVPANIC
 
 if TYPE_CHECKING:
     from reprolab.guest.handle import Guest

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from reprolab.detect.lines import LINE_CAP
+from reprolab.detect.oopses import LINUX_OOPSES
+from reprolab.detect.report import MAX_REPORT_LINES, CrashReport, parse_log
 from reprolab.errors import UserError
-from reprolab.triage.lines import LINE_CAP
-from reprolab.triage.oopses import LINUX_OOPSES
-from reprolab.triage.report import MAX_REPORT_LINES, CrashReport, parse_log
 
 #: Files up to this size are read whole (exact offsets, simplest path).
 WHOLE_LIMIT = 16 << 20

@@ -34,14 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import libvirt
-
 from reprolab.case import CaseSpec
-from reprolab.console import Console
 from reprolab.errors import InfraError
 from reprolab.guest.handle import Guest
 from reprolab.kernel.artifacts import KernelArtifacts
-from reprolab.session import Session
+from reprolab.run.boot import SshTarget, bring_up
+from reprolab.run.session import Session
 from reprolab.virt.domain import Domain
 
 if TYPE_CHECKING:
@@ -109,10 +107,10 @@ class SnapshotSession(Session):
         t0 = time.monotonic()
         try:
             # The XML with security labels and live ports: what restore must be given back.
-            domain.dom.save(str(path))
-        except libvirt.libvirtError as exc:
+            domain.save(path)
+        except InfraError:
             guest.close(keep=False, serial_log=serial)
-            raise InfraError(f"could not save {domain.name} after boot: {exc}") from exc
+            raise
         save_seconds = time.monotonic() - t0
         if guest.ssh is not None:
             guest.ssh.close()
@@ -138,33 +136,17 @@ class SnapshotSession(Session):
         with log_path.open("ab") as sink, saved.boot_log.open("rb") as src:
             shutil.copyfileobj(src, sink)
         t0 = time.monotonic()
-        try:
-            self.conn.restoreFlags(str(saved.path), None, libvirt.VIR_DOMAIN_SAVE_PAUSED)
-            dom = self.conn.lookupByName(saved.name)
-        except libvirt.libvirtError as exc:
-            raise InfraError(f"could not restore {saved.name} from {saved.path}: {exc}"
-                             ) from exc
-        domain = Domain(self.conn, dom, saved.name, saved.xml)
+        domain = Domain.restore(self.conn, saved.path, saved.name, saved.xml)
         self._live[saved.name] = domain
         (directory / "domain.xml").write_text(domain.live_xml())
-        console = Console(self.uri, domain.name, log_path)
-        guest = Guest(domain, console, directory, silence_timeout=case.silence_timeout)
-        try:
-            console.attach()
-            domain.resume()
-            guest.mark_started(t0)
-            seconds = time.monotonic() - t0
-            guest.ready = True
-            guest.boot_seconds = seconds
-            if saved.ssh_port is not None and saved.host_key is not None:
-                from reprolab.ssh import SshChannel
-
-                guest.ssh = SshChannel("127.0.0.1", saved.ssh_port, self.ssh_key()[0],
-                                       saved.host_key)
-                guest.ssh.wait_ready(timeout=60.0)
-        except BaseException:
-            guest.close(keep=False, serial_log=saved.serial)
-            raise
+        ssh = None
+        if saved.ssh_port is not None and saved.host_key is not None:
+            ssh = SshTarget(saved.ssh_port, saved.host_key)
+        # The cold boot's own path past the ready marker: SSH through the lab host's
+        # gateway, and a crash while SSH comes up is a verdict.
+        guest = bring_up(self, case, domain, directory, saved.serial, ready_marker=None,
+                         ssh=ssh, t0=t0)
+        seconds = guest.boot_seconds or 0.0
         self.restores += 1
         self.restore_seconds.append(seconds)
         (directory / "snapshot.json").write_text(json.dumps({

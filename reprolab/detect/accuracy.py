@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from reprolab.triage.report import parse_log
+from reprolab.detect.report import parse_log
 
 
 def corpus_path(anchor: Path) -> Path:

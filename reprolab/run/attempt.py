@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reprolab.events import GuestEvent
-from reprolab.verdict import Outcome
+from reprolab.detect.events import GuestEvent
+from reprolab.errors import Failure
+from reprolab.run.verdict import Outcome
 
 
 @dataclass(frozen=True)
@@ -28,15 +29,13 @@ class AttemptResult:
     dossier: Path | None = None
     boot_seconds: float | None = None
     duration: float = 0.0
-    error: str | None = None
+    #: Why the attempt reached no kernel verdict (an ``infra-error`` attempt), as a value.
+    failure: Failure | None = None
     notes: tuple[str, ...] = field(default=())
     #: Wall-clock start (ISO 8601, UTC): lines attempts of parallel workers up in time.
     started_at: str = ""
     #: Why the vmcore is missing although a dump was asked for (the verdict still stands).
     dump_error: str | None = None
-    #: The InfraError subclass (or "Interrupted") that ended an infra-error attempt: a pool
-    #: takes a host out on "LibvirtUnavailable" without parsing the message.
-    error_type: str | None = None
     #: Lockups and stalls: the function the CPU was stuck in (the title names its caller).
     stuck_in: str | None = None
     #: The report that killed the guest when the title is a survivable first report.
@@ -48,6 +47,16 @@ class AttemptResult:
     hang_seconds: float | None = None
     #: Where the expected frame was found: "console", "cpu 1 in vmcore", "task 42 in vmcore".
     matched_in: str | None = None
+
+    @property
+    def error(self) -> str | None:
+        """The failure's one line (``result.json``'s ``error``)."""
+        return self.failure.message if self.failure is not None else None
+
+    @property
+    def error_type(self) -> str | None:
+        """The failure's exception type (``result.json``'s ``error_type``)."""
+        return self.failure.type if self.failure is not None else None
 
     @property
     def dump_failed(self) -> bool:
@@ -99,6 +108,7 @@ class AttemptResult:
             "started_at": self.started_at,
             "dump_error": self.dump_error,
             "error_type": self.error_type,
+            "failure": self.failure.to_json() if self.failure is not None else None,
             "stuck_in": self.stuck_in,
             "fatal_title": self.fatal_title,
             "fatal_kind": self.fatal_kind,

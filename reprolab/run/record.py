@@ -1,4 +1,4 @@
-"""Per-test results: attempts folded into a verdict, and the run's results file.
+"""What a run leaves on disk: each attempt's files, per-test verdicts, the results file.
 
 The file is JSON lines appended under a lock, so pytest-xdist workers sharing one artifact
 tree write one file the main command can print as a table.
@@ -9,16 +9,33 @@ from __future__ import annotations
 import fcntl
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from reprolab.attempt import AttemptResult
 from reprolab.case import CaseSpec
+from reprolab.run.attempt import AttemptResult
+from reprolab.run.verdict import KERNEL_FAILURES, Outcome
 from reprolab.stats import ReproRate
-from reprolab.verdict import KERNEL_FAILURES, Outcome
 
 RESULTS_FILE = "results.jsonl"
+
+
+def record_attempt(result: AttemptResult) -> AttemptResult:
+    """Write what an attempt that ran a guest leaves: tidy console logs, ``result.json``,
+    and the verdict in its replay bundle. Returns the result with the tidying's notes."""
+    from reprolab.consolelog import tidy_attempt_logs
+    from reprolab.replay import record_attempt_verdict
+
+    try:
+        notes = tidy_attempt_logs(result.directory)
+    except OSError as exc:
+        notes = [f"console logs left as they were: {exc}"]
+    if notes:
+        result = replace(result, notes=(*result.notes, *notes))
+    result.write()
+    record_attempt_verdict(result.directory, result.to_json())
+    return result
 
 
 @dataclass(frozen=True)

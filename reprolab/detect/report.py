@@ -13,19 +13,19 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-from reprolab.triage import kinds
-from reprolab.triage.demangle import demangle
-from reprolab.triage.extract import CORRUPTED_NO_FRAMES, extract_description, is_corrupted
-from reprolab.triage.lines import console_lines
-from reprolab.triage.oopses import (
+from reprolab.detect import kinds
+from reprolab.detect.demangle import demangle
+from reprolab.detect.extract import CORRUPTED_NO_FRAMES, extract_description, is_corrupted
+from reprolab.detect.lines import console_lines
+from reprolab.detect.oopses import (
     HARD_LOCKUP,
     INFO_MESSAGES_WITH_STACK,
     LINUX_OOPSES,
     REPORT_START_IGNORES,
 )
-from reprolab.triage.rules import FRAME_RES, RIP_FRAME, Oops
-from reprolab.triage.signature import Signature
-from reprolab.triage.titles import sanitize_title, title_frame, title_type
+from reprolab.detect.rules import FRAME_RES, RIP_FRAME, Oops
+from reprolab.detect.signature import Signature
+from reprolab.detect.titles import sanitize_title, title_frame, title_type
 
 _CONSOLE_PREFIX = re.compile(
     r"^(?:\*\* [0-9]+ printk messages dropped \*\* )?(?:.* login: )?(?:\<[0-9]+\>)?"
@@ -330,7 +330,7 @@ def parse_log(text: str | bytes, *, questionable_frames: bool = False) -> CrashR
 
 
 def parse_lines(lines: list[str], *, questionable_frames: bool = False) -> CrashReport | None:
-    """:func:`parse_log` on lines already normalised by :mod:`reprolab.triage.lines`."""
+    """:func:`parse_log` on lines already normalised by :mod:`reprolab.detect.lines`."""
     log = "\n".join(lines)
     found = _first_oops(lines)
     if found is None:

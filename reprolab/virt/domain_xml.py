@@ -13,8 +13,8 @@ from pathlib import Path
 
 from lxml import etree
 
-from reprolab.guest.metadata import RunTag
-from reprolab.guest.spec import GuestSpec, nested_flag
+from reprolab.virt.machine import GuestSpec, nested_flag
+from reprolab.virt.metadata import RunTag
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 

@@ -9,7 +9,7 @@ RT throttling, Oops fallbacks) come last so they never shadow a reference rule.
 
 from __future__ import annotations
 
-from reprolab.triage.rules import (
+from reprolab.detect.rules import (
     CALL_TRACE,
     PARSE_STACK,
     RIP_FRAME,
@@ -22,7 +22,7 @@ from reprolab.triage.rules import (
     stall_frame,
     warning_stack,
 )
-from reprolab.triage.rules import compile_rule as c
+from reprolab.detect.rules import compile_rule as c
 
 _F = OopsFormat
 _KMSAN_ORIGIN = c("(^(?:(?!Local variable ).)*Local variable .* created at:"

@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from reprolab.triage.demangle import demangle
-from reprolab.triage.rules import (
+from reprolab.detect.demangle import demangle
+from reprolab.detect.rules import (
     CORRUPTED_LINES,
     FRAME_RES,
     PARSE_STACK,

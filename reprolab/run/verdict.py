@@ -25,6 +25,8 @@ class Outcome(enum.StrEnum):
     #: silent, or the guest watchdog fired, with nothing printed.
     HANG = "hang"
     INFRA_ERROR = "infra-error"
+    #: Bisection only: the commit's kernel cannot be built or booted (git bisect's 125).
+    UNTESTABLE = "untestable"
 
 
 #: Outcomes that say the kernel died or wedged: each one fails a regression test.
@@ -73,8 +75,8 @@ class Expectation:
         """Validate a marker's ``expect={...}``: a misspelt kind would make every crash
         "other" and a regression test pass while the bug reproduces, so kinds and event
         names must be ones the parser and the harness produce."""
-        from reprolab.events import event_kinds
-        from reprolab.triage.kinds import ALL_KINDS
+        from reprolab.detect.events import event_kinds
+        from reprolab.detect.kinds import ALL_KINDS
 
         p = problems if problems is not None else Problems(where)
         known = {"title", "kind", "frame", "in_stack", "events"}
