@@ -18,16 +18,19 @@ WATCHDOG_FIRE = "watchdog-fire"
 NO_OUTPUT = "no-output"
 #: The harness injected an NMI (libvirt virDomainInjectNMI) to make a wedged kernel report.
 NMI_INJECTED = "nmi-injected"
+#: The guest did not answer the harness's end-of-attempt liveness probe.
+UNRESPONSIVE = "unresponsive"
 
-#: Fatal events that mean "no progress" rather than a report: silence, the guest watchdog.
-HANG_KINDS = frozenset({NO_OUTPUT, WATCHDOG_FIRE})
+#: Fatal events that mean "no progress" rather than a report: silence, the guest watchdog,
+#: a guest that stopped answering.
+HANG_KINDS = frozenset({NO_OUTPUT, WATCHDOG_FIRE, UNRESPONSIVE})
 
 
 def event_kinds() -> tuple[str, ...]:
     """Every kind an event can have: the console parser's and the synthetic ones."""
     from reprolab.detect.kinds import ALL_KINDS
 
-    return (*ALL_KINDS, PVPANIC, WATCHDOG_FIRE, NO_OUTPUT)
+    return (*ALL_KINDS, PVPANIC, WATCHDOG_FIRE, NO_OUTPUT, UNRESPONSIVE)
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,10 @@ class Guest:
         """A non-fatal event of the harness's own (an NMI it injected): on the timeline."""
         self.events.append(GuestEvent(kind, line, source, False, self._now()))
 
+    def mark_hang(self, kind: str, line: str) -> None:
+        """A hang the harness found itself (the liveness probe): fatal, on the timeline."""
+        self._add(kind, line, "harness", True)
+
     def _add(self, kind: str, line: str, source: str, fatal: bool) -> None:
         if not any(e.kind == kind for e in self.events):
             self.events.append(GuestEvent(kind, line, source, fatal, self._now()))  # type: ignore[arg-type]

@@ -30,6 +30,7 @@ from reprolab.paths import runtime_root
 from reprolab.progress import Phase, ProgressEvent, emit
 from reprolab.run.attempt import AttemptInterrupted, AttemptResult
 from reprolab.run.boot import safe_name
+from reprolab.run.liveness import probe_alive
 from reprolab.run.record import record_attempt
 from reprolab.run.verdict import Outcome
 from reprolab.virt import DEFAULT_URI
@@ -279,6 +280,8 @@ class Session:
         concluded = False
         try:
             body_error, infra_error = run_body(guest, body, at.notes)
+            if body_error is None and infra_error is None:
+                probe_alive(guest, at.notes)
             result, report, concluded = self._finish(at, guest, kernel, infra_error)
         finally:  # whatever happened (Ctrl-C in the body or the dump too): no guest left,
             # unless --keep-guest asked for one that reached its verdict

@@ -11,6 +11,7 @@ stack from the vmcore.
 from __future__ import annotations
 
 import json
+import shlex
 import textwrap
 from pathlib import Path
 
@@ -146,3 +147,59 @@ def test_silent_stack_overflow_is_titled_from_the_vmcore_log(small: KernelArtifa
     assert err is None, err
     assert result.outcome is Outcome.REPRODUCED, result
     assert result.kind == "bug", result
+
+
+def test_wedge_after_the_body_returned_is_a_hang(small: KernelArtifacts, tmp_path: Path
+                                                 ) -> None:
+    """The body starts the wedge in the background and returns at once, long before the
+    silence timeout: without the end-of-attempt liveness probe the attempt would end "not
+    reproduced" and a regression suite would pass on a wedged kernel."""
+    case = CaseSpec.from_marker("it::wedge::after-body", {
+        "kernel": SMALL,
+        "guest": {"vcpus": VCPUS, "memory": "512M", "image": "tools"},
+        "cmdline": {"nmi_watchdog": 0},
+        # Longer than the probe's deadline: the probe, not the silence, must notice.
+        "silence_timeout": 300,
+        "dump": None,
+        "mode": "regression",
+        "expect": {"kind": "hard-lockup"},
+    })
+
+    def body(guest: Guest) -> None:
+        guest.sh(f"setsid sh -c {shlex.quote(WEDGE)} </dev/null >/dev/null 2>&1 &")
+        guest.wait(5)  # the waiters are released together a moment later
+
+    session = Session(uri="qemu:///system", artifacts=tmp_path / "artifacts")
+    try:
+        result, err = session.run_attempt(case, 1, body)
+    finally:
+        session.close()
+    assert err is None, err
+    kinds = [e.kind for e in result.events]
+    assert kinds[:2] == ["unresponsive", "nmi-injected"], kinds
+    assert result.outcome is Outcome.HANG, result
+    assert any("liveness probe" in n for n in result.notes), result.notes
+
+
+def test_live_guest_passes_the_liveness_probe(small: KernelArtifacts, tmp_path: Path) -> None:
+    """The same case whose body leaves the guest healthy ends "not reproduced": the probe
+    answers and adds no event."""
+    case = CaseSpec.from_marker("it::wedge::healthy", {
+        "kernel": SMALL,
+        "guest": {"vcpus": VCPUS, "memory": "512M", "image": "tools"},
+        "dump": None,
+        "mode": "regression",
+        "expect": {"kind": "hard-lockup"},
+    })
+
+    def body(guest: Guest) -> None:
+        guest.sh("sleep 1 &")
+
+    session = Session(uri="qemu:///system", artifacts=tmp_path / "artifacts")
+    try:
+        result, err = session.run_attempt(case, 1, body)
+    finally:
+        session.close()
+    assert err is None, err
+    assert result.outcome is Outcome.NOT_REPRODUCED, result
+    assert not result.events, result.events
