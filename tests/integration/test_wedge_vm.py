@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shlex
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from reprolab.guest.inflight import GuestStopped
 from reprolab.kernel.artifacts import KernelArtifacts
 from reprolab.kernel.resolve import resolve_kernel
 from reprolab.kernel.spec import parse_kernel_spec
+from reprolab.run.attempt import AttemptResult
 from reprolab.run.session import Session
 from reprolab.run.verdict import Outcome
 from reprolab.scenario.lkdtm import DIRECT, all_cpu_wedge
@@ -46,6 +48,15 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def small() -> KernelArtifacts:
     return resolve_kernel(parse_kernel_spec(SMALL))
+
+
+def _one_attempt(case: CaseSpec, body: Callable[[Guest], None], tmp_path: Path
+                 ) -> tuple[AttemptResult, BaseException | None]:
+    session = Session(uri="qemu:///system", artifacts=tmp_path / "artifacts")
+    try:
+        return session.run_attempt(case, 1, body)
+    finally:
+        session.close()
 
 
 def test_silent_all_cpu_wedge_ends_with_every_cpu_stack(small: KernelArtifacts,
@@ -139,11 +150,7 @@ def test_silent_stack_overflow_is_titled_from_the_vmcore_log(small: KernelArtifa
                            f"/sys/kernel/debug; echo EXHAUST_STACK > {DIRECT}")
         guest.wait(240)
 
-    session = Session(uri="qemu:///system", artifacts=tmp_path / "artifacts")
-    try:
-        result, err = session.run_attempt(case, 1, body)
-    finally:
-        session.close()
+    result, err = _one_attempt(case, body, tmp_path)
     assert err is None, err
     assert result.outcome is Outcome.REPRODUCED, result
     assert result.kind == "bug", result
@@ -169,11 +176,7 @@ def test_wedge_after_the_body_returned_is_a_hang(small: KernelArtifacts, tmp_pat
         guest.sh(f"setsid sh -c {shlex.quote(WEDGE)} </dev/null >/dev/null 2>&1 &")
         guest.wait(5)  # the waiters are released together a moment later
 
-    session = Session(uri="qemu:///system", artifacts=tmp_path / "artifacts")
-    try:
-        result, err = session.run_attempt(case, 1, body)
-    finally:
-        session.close()
+    result, err = _one_attempt(case, body, tmp_path)
     assert err is None, err
     kinds = [e.kind for e in result.events]
     assert kinds[:2] == ["unresponsive", "nmi-injected"], kinds
@@ -195,11 +198,7 @@ def test_live_guest_passes_the_liveness_probe(small: KernelArtifacts, tmp_path: 
     def body(guest: Guest) -> None:
         guest.sh("sleep 1 &")
 
-    session = Session(uri="qemu:///system", artifacts=tmp_path / "artifacts")
-    try:
-        result, err = session.run_attempt(case, 1, body)
-    finally:
-        session.close()
+    result, err = _one_attempt(case, body, tmp_path)
     assert err is None, err
     assert result.outcome is Outcome.NOT_REPRODUCED, result
     assert not result.events, result.events
