@@ -466,6 +466,8 @@ class Session:
                 directory.rmdir()
             raise
         self._watch_events(case, index, guest)
+        from reprolab.vcpustats import start_sampling  # issue 17: L0 vCPU thread times
+        start_sampling(guest)  # issue 17
         self._phase(case, index, directory, Phase.RUNNING, guest)
 
         body_error: BaseException | None = None
@@ -565,6 +567,8 @@ class Session:
         outcome = classify(case.expect, seen)
         matched_in = case.expect.found_in(seen) if outcome is Outcome.REPRODUCED else None
         annotate_dossier(dossier, matched_in, case.expect.describe())
+        from reprolab.layers import conclude_attempt  # issue 17: layers, spinning vCPU
+        conclude_attempt(guest, dossier, notes)  # issue 17
         if report is not None:
             extra = "".join(f"{k}: {v}\n" for k, v in (
                 ("stuck in", report.stuck_in), ("fatal", report.fatal_title)) if v)
