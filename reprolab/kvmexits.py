@@ -111,6 +111,8 @@ def enable_trace(guest: GuestLike) -> bool:
 
 def snapshot(guest: GuestLike, directory: Path, name: str = "kvm-flow-l1.json") -> KvmFlow:
     """Read the counters (and reasons) in L1 and save them into the attempt's artifacts."""
-    flow = parse(guest.sh(one_line(SNAPSHOT), timeout=120.0))
+    raw = guest.sh(one_line(SNAPSHOT), timeout=120.0)
+    (directory / name).with_suffix(".txt").write_text(raw)
+    flow = parse(raw)
     (directory / name).write_text(json.dumps(flow.to_json(), indent=2) + "\n")
     return flow

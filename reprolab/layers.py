@@ -29,6 +29,11 @@ L2State = Literal["none", "starting", "running", "ended"]
 
 #: Seconds of L2 console silence, with L1 answering, that count as a silent L2.
 L2_SILENCE = 120.0
+#: L2 reports that an L1 which stopped scheduling its vCPU threads would cause.
+STARVATION_KINDS = frozenset({"rcu-stall", "soft-lockup", "hard-lockup", "hung-task",
+                              NO_OUTPUT})
+#: Seconds between an L1 failure and a starved L2's report that make them one event.
+COINCIDE_S = 60.0
 
 _L2: weakref.WeakKeyDictionary[Guest, L2Console] = weakref.WeakKeyDictionary()
 
@@ -113,12 +118,24 @@ def attribute(l1: list[GuestEvent], l2: list[GuestEvent], *, l2_state: L2State,
     def verdict(layer: Layer | None, title: str, kind: str | None) -> LayerVerdict:
         return LayerVerdict(layer, title, kind, l1_alive, l2_state, spinning_vcpu)
 
-    if l2_fatal is not None and (l1_fatal is None or l2_fatal.at <= l1_fatal.at):
-        alive = {True: ", L1 alive", False: ", L1 dead", None: ""}[l1_alive]
-        return verdict("L2", f"L2 {_words(l2_fatal.kind)}{alive}", l2_fatal.kind)
+    # L2's vCPUs are threads of L1: an L1 CPU stuck for minutes starves L2, whose stall
+    # report may reach the host a moment before L1's own. A starved L2 reporting close to
+    # an L1 failure is the L1 failure's consequence.
+    starved = (l2_fatal is not None and l1_fatal is not None
+               and l2_fatal.kind in STARVATION_KINDS
+               and abs(l1_fatal.at - l2_fatal.at) <= COINCIDE_S)
+    if l2_fatal is not None and not starved and (l1_fatal is None or
+                                                 l2_fatal.at <= l1_fatal.at):
+        if l1_fatal is not None:
+            after = f", then L1 {_words(l1_fatal.kind)}"
+        else:
+            after = {True: ", L1 alive", False: ", L1 not answering", None: ""}[l1_alive]
+        return verdict("L2", f"L2 {_words(l2_fatal.kind)}{after}", l2_fatal.kind)
     if l1_fatal is not None:
         during = {"starting": " while starting L2", "running": " while L2 ran",
                   "ended": " after L2 ended", "none": ""}[l2_state]
+        if l2_fatal is not None:
+            during += f" (L2 {_words(l2_fatal.kind)} follows)"
         if l1_fatal.kind in HANG_KINDS:
             if spinning_vcpu is not None:
                 return verdict("L0", f"L0: QEMU vCPU {spinning_vcpu} thread spinning, L1 "
