@@ -5,7 +5,7 @@ under TCG with emulated SVM, copies the L2 kernel and initramfs in, and boots L2
 ``-accel kvm`` in L1 to its ready marker; then reads kvm-clock in L2. Measured: L1 boot to
 ready, the copy, L2 boot (VMM start to L2's ready marker), and the image sizes that decided
 the VMM (see reprolab.scenario.nested_linux). Prints a table and writes
-bench/results/nested_boot.json.
+bench/results/nested_boot.json (nested_boot_l1xN.json with ``--l1-vcpus N``).
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ def main() -> int:
     out = {"kernel": KERNEL.replace(str(ROOT) + "/", ""), "l1_vcpus": args.l1_vcpus,
            "l2_vcpus": scenario.l2_vcpus, "runs": runs, "median": summary, "sizes": sizes,
            "load_note": "2-core host shared with kernel builds and other guests"}
-    (RESULTS / "nested_boot.json").write_text(json.dumps(out, indent=2) + "\n")
+    name = "nested_boot.json" if args.l1_vcpus == 1 else f"nested_boot_l1x{args.l1_vcpus}.json"
+    (RESULTS / name).write_text(json.dumps(out, indent=2) + "\n")
     return 0
 
 
