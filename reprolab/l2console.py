@@ -19,6 +19,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -40,6 +41,10 @@ class L2ConsoleClosed(InfraError):
 
 class L2ConsoleTimeout(InfraError):
     """A wait on L2's console ran out; carries the console tail."""
+
+
+class L2LayerBelowStopped(InfraError):
+    """L1 failed (a fatal event of its own) while a wait on L2 ran."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,9 @@ class L2Console:
         self._chan: Any = None
         self._log: BinaryIO | None = None
         self._reader: threading.Thread | None = None
+        #: Called between reads while waiting on L2: keeps L1's console read (L1's own
+        #: detector) and returns a reason to stop (L1 failed), or None.
+        self.watch: Callable[[], str | None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, command: str) -> None:
@@ -205,7 +213,16 @@ class L2Console:
             if time.monotonic() >= deadline:
                 raise L2ConsoleTimeout(f"{rx.pattern!r} did not appear on L2's console "
                                        f"within {timeout:.0f} s", detail=self.tail())
+            self._pause()
+
+    def _pause(self) -> None:
+        """Between reads: let the layer below speak (and stop the wait if it failed)."""
+        if self.watch is None:
             time.sleep(0.2)
+            return
+        reason = self.watch()
+        if reason:
+            raise L2LayerBelowStopped(reason, detail=self.tail())
 
     def wait_fatal(self, timeout: float) -> GuestEvent | None:
         """L2's first fatal event, waiting up to ``timeout`` s (None: none came)."""
@@ -213,7 +230,7 @@ class L2Console:
         while time.monotonic() < deadline:
             if self.fatal_event is not None or self.exit is not None:
                 break
-            time.sleep(0.2)
+            self._pause()
         return self.fatal_event
 
     # -- writing ---------------------------------------------------------------------------

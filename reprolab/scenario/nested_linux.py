@@ -171,6 +171,12 @@ class NestedLinux(Scenario):
                        t0=time.monotonic() - guest.elapsed())
         l2.start(self.vmm_command())
         attach_l2(guest, l2)
+
+        def watch_l1() -> str | None:
+            guest.poll(0.2)  # L1's console through L1's detector, libvirt's view of L1
+            return guest.stop_reason()
+
+        l2.watch = watch_l1
         return l2
 
     def wait_ready(self, l2: L2Console) -> float:
