@@ -82,13 +82,13 @@ class LayerVerdict:
     kind: str | None
     l1_alive: bool | None
     l2_state: L2State
-    #: The vCPU of the host's QEMU that was spinning when a hang began (L0's view).
-    spinning_vcpu: int | None = None
+    #: The host QEMU's vCPU threads that spun while the guest was silent (L0's view).
+    spinning_vcpus: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         return {"layer": self.layer, "title": self.title, "kind": self.kind,
                 "l1_alive": self.l1_alive, "l2_state": self.l2_state,
-                "spinning_vcpu": self.spinning_vcpu}
+                "spinning_vcpus": list(self.spinning_vcpus)}
 
 
 def _words(kind: str) -> str:
@@ -105,18 +105,18 @@ def l2_state(started: bool, ready: bool, ended: bool) -> L2State:
 
 def attribute(l1: list[GuestEvent], l2: list[GuestEvent], *, l2_state: L2State,
               l1_alive: bool | None, l2_silence: float | None = None,
-              spinning_vcpu: int | None = None, l2_silence_limit: float = L2_SILENCE,
+              spinning_vcpus: tuple[int, ...] = (), l2_silence_limit: float = L2_SILENCE,
               ) -> LayerVerdict:
     """Name the layer that failed first.
 
     ``l1_alive``: did L1 answer at the end (None: not asked). ``l2_silence``: seconds since
-    L2 last printed. ``spinning_vcpu``: L0's busiest vCPU thread when a hang began.
+    L2 last printed. ``spinning_vcpus``: L0's vCPU threads that spun while L1 was silent.
     """
     l1_fatal = next((e for e in l1 if e.fatal), None)
     l2_fatal = next((e for e in l2 if e.fatal), None)
 
     def verdict(layer: Layer | None, title: str, kind: str | None) -> LayerVerdict:
-        return LayerVerdict(layer, title, kind, l1_alive, l2_state, spinning_vcpu)
+        return LayerVerdict(layer, title, kind, l1_alive, l2_state, spinning_vcpus)
 
     # L2's vCPUs are threads of L1: an L1 CPU stuck for minutes starves L2, whose stall
     # report may reach the host a moment before L1's own. A starved L2 reporting close to
@@ -137,8 +137,10 @@ def attribute(l1: list[GuestEvent], l2: list[GuestEvent], *, l2_state: L2State,
         if l2_fatal is not None:
             during += f" (L2 {_words(l2_fatal.kind)} follows)"
         if l1_fatal.kind in HANG_KINDS:
-            if spinning_vcpu is not None:
-                return verdict("L0", f"L0: QEMU vCPU {spinning_vcpu} thread spinning, L1 "
+            if spinning_vcpus:
+                names = " and ".join(str(c) for c in sorted(spinning_vcpus))
+                threads = "threads" if len(spinning_vcpus) > 1 else "thread"
+                return verdict("L0", f"L0: QEMU vCPU {names} {threads} spinning, L1 "
                                f"silent{during}", l1_fatal.kind)
             what = "silent" if l1_fatal.kind == NO_OUTPUT else "stopped by its watchdog"
             return verdict("L1", f"L1 {what}{during}", l1_fatal.kind)
@@ -152,7 +154,7 @@ def attribute(l1: list[GuestEvent], l2: list[GuestEvent], *, l2_state: L2State,
     return verdict(None, "no layer failed", None)
 
 
-def conclude(guest: Guest, *, probe_l1: bool = True, spinning_vcpu: int | None = None
+def conclude(guest: Guest, *, probe_l1: bool = True, spinning_vcpus: tuple[int, ...] = ()
              ) -> LayerVerdict | None:
     """The attempt's layer verdict, written as ``layers.json`` (timeline included).
 
@@ -177,7 +179,7 @@ def conclude(guest: Guest, *, probe_l1: bool = True, spinning_vcpu: int | None =
                      l2 is not None and l2.exit is not None)
     v = attribute(l1_events, l2_events, l2_state=state, l1_alive=l1_alive,
                   l2_silence=l2.silence() if l2 is not None else None,
-                  spinning_vcpu=spinning_vcpu)
+                  spinning_vcpus=spinning_vcpus)
     if l2 is not None and l1_alive:
         from reprolab.kvmexits import snapshot
 
@@ -210,8 +212,8 @@ def conclude_attempt(guest: Guest, dossier: Path | None, notes: list[str]) -> No
         spin = stop_sampling(guest)
         annotate_dossier(dossier, spin)
         if spin is not None:
-            notes.append(f"L0: {spin.describe()} when the hang began")
-        verdict = conclude(guest, spinning_vcpu=spin.vcpu if spin is not None else None)
+            notes.append(f"L0: {spin.describe()} while the guest was silent")
+        verdict = conclude(guest, spinning_vcpus=spin.spinning if spin is not None else ())
         if verdict is not None:
             notes.append(f"layer verdict: {verdict.title}")
     except Exception as exc:  # evidence, never the verdict

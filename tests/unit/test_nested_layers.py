@@ -78,9 +78,12 @@ def test_silent_l1_is_told_from_silent_l2() -> None:
 
 def test_silent_l1_with_a_spinning_vcpu_is_named_at_l0() -> None:
     v = attribute([_ev(NO_OUTPUT, 90.0, source="harness")], [], l2_state="none",
-                  l1_alive=False, spinning_vcpu=1)
-    assert (v.layer, v.title, v.spinning_vcpu) == (
-        "L0", "L0: QEMU vCPU 1 thread spinning, L1 silent", 1)
+                  l1_alive=False, spinning_vcpus=(1,))
+    assert (v.layer, v.title, v.spinning_vcpus) == (
+        "L0", "L0: QEMU vCPU 1 thread spinning, L1 silent", (1,))
+    v = attribute([_ev(NO_OUTPUT, 90.0, source="harness")], [], l2_state="none",
+                  l1_alive=False, spinning_vcpus=(1, 0))
+    assert v.title == "L0: QEMU vCPU 0 and 1 threads spinning, L1 silent"
 
 
 def test_l2_state_and_timeline_tags() -> None:
@@ -104,11 +107,19 @@ def test_spinning_names_the_busy_vcpu() -> None:
     samples = _samples({0: 0.05, 1: 0.98})
     spin = spinning(samples, 11.0)
     assert spin is not None and spin.vcpu == 1 and 0.97 < spin.share < 0.99
+    assert spin.spinning == (1,)
     assert "QEMU vCPU 1 thread spinning" in spin.describe()
 
 
+def test_every_wedged_vcpu_is_named() -> None:
+    # Measured in the all-CPU wedge under load: both vCPU threads at ~30% of a host CPU.
+    spin = spinning(_samples({0: 0.31, 1: 0.28}), 11.0)
+    assert spin is not None and spin.spinning == (0, 1)
+    assert "QEMU vCPU 0 and 1 threads spinning" in spin.describe()
+
+
 def test_no_spin_when_every_vcpu_idles_or_samples_are_missing() -> None:
-    assert spinning(_samples({0: 0.1, 1: 0.2}), 11.0) is None
+    assert spinning(_samples({0: 0.1, 1: 0.15}), 11.0) is None
     assert spinning([], 11.0) is None
     assert shares(_samples({0: 1.0}, n=1), 0.0, 5.0) == {}
 
