@@ -12,6 +12,8 @@ cd "$here"
 "$venv/bin/reprolab" build-kernel build:linux-source-6.12
 # The field-bug kernel (every bug series in testcases/patches, one kernel) the controls use.
 "$venv/bin/reprolab" build-kernel "$("$venv/bin/python" testcases/fieldkernel.py)"
+# The nested Linux tests' kernel (both layers): the small one plus testcases/nested/kvmclock.config.
+"$venv/bin/reprolab" build-kernel "build:linux-source-6.12+fragment=$here/testcases/nested/kvmclock.config"
 status=0
 # Unit tests, integration tests (real guests), then every field-bug case that can run here,
 # one attempt each: CI proves every path; repro rates over many attempts are bench/'s job

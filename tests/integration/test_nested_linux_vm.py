@@ -16,16 +16,19 @@ from vmtools import domain_name, make_case, our_domains
 
 from reprolab.guest.handle import Guest
 from reprolab.image.build import build_image
+from reprolab.scenario.needs import built_kernel_missing
 from reprolab.scenario.nested_linux import NestedLinux
 from reprolab.session import Session
 from reprolab.verdict import Outcome
-
-pytestmark = pytest.mark.vm
 
 ROOT = Path(__file__).resolve().parents[2]
 #: One kernel for both layers: the small 6.12 build plus /dev/cpu/N/msr, dynamic debug and
 #: the kvm_exit tracepoint (testcases/nested/kvmclock.config says why).
 KERNEL = f"build:linux-source-6.12+fragment={ROOT / 'testcases' / 'nested' / 'kvmclock.config'}"
+
+pytestmark = [pytest.mark.vm,
+              pytest.mark.skipif(bool(built_kernel_missing(KERNEL)),
+                                 reason=built_kernel_missing(KERNEL) or "")]
 #: One L1 vCPU keeps the CPU cost down; L2 gets two to show a pvclock area per vCPU.
 L1 = {"vcpus": 1, "memory": "640M", "image": "nested", "nested": True}
 
