@@ -6,6 +6,7 @@ TCG L1, L1's KVM debugfs and kvm_exit trace counts read after it).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from reprolab.events import NMI_INJECTED, NO_OUTPUT, PVPANIC, GuestEvent
@@ -172,3 +173,22 @@ def test_kvm_flow_stages() -> None:
     assert parse_flow("VM 123-4\nexits=0\n").stage == "KVM_CREATE_VM done, no vCPU"
     assert parse_flow("VM 123-4\nexits=0\nVCPU vcpu0\n").stage.startswith(
         "KVM_CREATE_VCPU done")
+
+
+def test_real_stuck_l1_starving_l2_is_l1s() -> None:
+    """Seen here once in about ten nested boots: L1's only CPU stuck in KVM_RUN for 386 s
+    (kvm_arch_vcpu_ioctl_run), L2 meanwhile an RCU stall. Both consoles through the one
+    detector; the arrival times are the ones the harness recorded (layers.json)."""
+    stuck = DATA / "stuck-l1"
+    arrived = {e["layer"]: e["at"] for e in
+               json.loads((stuck / "layers.json").read_text())["timeline"]}
+
+    def first_fatal(name: str, layer: str) -> GuestEvent:
+        ev = next(e for e in ConsoleParser().feed((stuck / name).read_bytes()) if e.fatal)
+        return GuestEvent(ev.kind, ev.line, "console", True, arrived[layer], ev.cpu)
+
+    l1, l2 = first_fatal("console.log", "L1"), first_fatal("console-l2.log", "L2")
+    assert (l1.kind, l2.kind) == ("soft-lockup", "rcu-stall")
+    assert "kvm_arch_vcpu_ioctl_run" in (stuck / "console.log").read_text()
+    v = attribute([l1], [l2], l2_state="starting", l1_alive=False)
+    assert (v.layer, v.title) == ("L1", "L1 soft lockup while starting L2 (L2 rcu stall follows)")
