@@ -10,12 +10,17 @@ pvclock area the vCPU registered (MSR_KVM_SYSTEM_TIME_NEW read back on that vCPU
 debug turns on for the secondary vCPUs).
 
 The VMM is QEMU 7.2 from the host, carried into the L1 initramfs with its library closure
-(images/nested.yaml), booting a pc machine with ``-kernel``. Chosen over a smaller VMM
-because it is the VMM of the field reports (the KVM ioctl flow is QEMU's), it is on every
-host that runs reprolab, and it needs no new package: measured here, the L1 image is 33 MB
-(gzip) against 1.5 MB for the busybox-only L2 initramfs, and L1 still boots in well under
-its boot budget (bench/nested_boot.py has the numbers). kvmtool would make L1 smaller but is
-not installed with reprolab and boots L2 through its own firmware path, not QEMU's.
+(images/nested.yaml), booting a pc machine with ``-kernel``. Measured here under TCG on the
+loaded 2-core host (bench/results/nested_boot*.json): the L1 image is 33 MB gzip'd (QEMU
+and its 50 libraries; the busybox-only L2 initramfs is 1.5 MB, its kernel 3.8 MB), L1
+boots to ready in 8 s, the copy takes 2 s, and L2 boots to its ready marker in 36 s median
+(28-44 s) in a 1-vCPU L1; a 2-vCPU L1 was slower (55 s median) for twice the host CPU, so
+L1 gets one vCPU and L2 two. The smaller VMM, kvmtool, is not packaged for bookworm (apt
+has no kvmtool here), and a bzImage loader of our own would not be the VMM of the field
+reports, whose KVM ioctl flow is QEMU's: QEMU it is, at the cost of L1's image size.
+Seen once in about ten boots: L1's single CPU stuck in KVM_RUN for minutes (an L1 soft
+lockup in kvm_arch_vcpu_ioctl_run) while L2 starves (RCU stall); the layer attribution
+names it L1's (tests/data/nested/stuck-l1).
 
 L2's serial console is the VMM's stdio, run as its own SSH exec channel: see
 :mod:`reprolab.l2console` (``console-l2.log`` in the attempt directory, the same detector).
