@@ -201,13 +201,25 @@ class NestedLinux(Scenario):
     def stop_script(self) -> str | None:
         return f"[ -f {L2_DIR}/vmm.pid ] && kill -9 $(cat {L2_DIR}/vmm.pid) 2>/dev/null; true"
 
+    @staticmethod
+    def clock_commands(vcpus: int) -> tuple[str, str, str]:
+        """Shell commands for :func:`parse_clock`: clocksources, boot lines, MSR per vCPU."""
+        base = "/sys/devices/system/clocksource/clocksource0"
+        return (f"cat {base}/current_clocksource {base}/available_clocksource",
+                "dmesg | grep -E 'kvm-clock|kvmclock|clocksource' || true",
+                f"for c in $(seq 0 {vcpus - 1}); do {RDMSR} $c {MSR_KVM_SYSTEM_TIME_NEW:#x}; "
+                "done")
+
     def clock(self, l2: L2Console) -> L2Clock:
         """kvm-clock in L2: clocksource, the MSR boot line, each vCPU's pvclock MSR."""
-        base = "/sys/devices/system/clocksource/clocksource0"
-        cs = l2.run(f"cat {base}/current_clocksource {base}/available_clocksource")
-        dmesg = l2.run("dmesg | grep -E 'kvm-clock|kvmclock|clocksource' || true")
-        rdmsr = l2.run(f"for c in $(seq 0 {self.l2_vcpus - 1}); do "
-                       f"{RDMSR} $c {MSR_KVM_SYSTEM_TIME_NEW:#x}; done")
+        cs, dmesg, rdmsr = (l2.run(c) for c in self.clock_commands(self.l2_vcpus))
+        return parse_clock(cs, dmesg, rdmsr)
+
+    @classmethod
+    def l1_clock(cls, guest: GuestLike, vcpus: int) -> L2Clock:
+        """The same checks in L1, where kvm-clock lives on a KVM host (the nested image
+        ships the MSR reader too). Under TCG L1 has no kvm-clock: nothing to check there."""
+        cs, dmesg, rdmsr = (guest.sh(one_line(c)) for c in cls.clock_commands(vcpus))
         return parse_clock(cs, dmesg, rdmsr)
 
     @staticmethod
