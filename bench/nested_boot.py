@@ -61,7 +61,7 @@ def main() -> int:
     try:
         kernel = session.kernel(KERNEL)
         l1_image = session.image("nested", kernel)
-        l2_image = build_image("l2", kernel)
+        l2_image = build_image("nested-l2", kernel)
         assert l1_image.initrd is not None and l2_image.initrd is not None
         scenario = NestedLinux(l2_kernel=kernel.image, l2_initrd=l2_image.initrd)
         runs = [one_run(session, scenario, args.l1_vcpus) for _ in range(args.runs)]

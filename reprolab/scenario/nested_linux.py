@@ -32,6 +32,7 @@ import re
 import shlex
 import time
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -48,13 +49,18 @@ L2_DIR = "/run/l2"
 QEMU = "qemu-system-x86_64"
 MSR_KVM_WALL_CLOCK_NEW = 0x4B564D00
 MSR_KVM_SYSTEM_TIME_NEW = 0x4B564D01
-#: The L2 image (images/l2.yaml) ships this MSR reader.
+#: The L2 image (images/nested-l2.yaml) ships this MSR reader.
 RDMSR = "/usr/local/bin/l2-rdmsr"
 #: 6.12 arch/x86/kernel/kvmclock.c: ``pr_info("kvm-clock: Using msrs %x and %x", ...)``.
 USING_MSRS = re.compile(r"kvm-clock: Using msrs ([0-9a-f]+) and ([0-9a-f]+)")
 #: ``pr_debug("kvm-clock: cpu %d, msr %llx, %s", ...)`` (with dynamic debug on).
 CPU_MSR = re.compile(r"kvm-clock: cpu (\d+), msr ([0-9a-f]+), (.+)")
 _RDMSR_OUT = re.compile(r"cpu (\d+) msr 0x[0-9a-f]+ = 0x([0-9a-f]+)")
+_PRINTK_TIME = re.compile(r"^\[ *(\d+\.\d+)\]\[ *([CT]\d+)\]", re.M)
+#: Console lines in a row with one printk time, from more than one task or CPU, that mean
+#: the clock stood still (a boot prints a few per timestamp at most: 7 in the good L2 boots
+#: here; one report, a panic's, shares its time but comes from one caller).
+FROZEN_LINES = 12
 
 #: L2's own command line. panic=0 keeps a panicked L2 in place (its console is the evidence);
 #: loglevel=8 lets the pr_debug per-vCPU kvm-clock lines through once dyndbg enables them.
@@ -111,6 +117,37 @@ def parse_clock(clocksource: str, dmesg: str, rdmsr: str) -> L2Clock:
     cpu_lines = {int(c.group(1)): c.group(0) for c in CPU_MSR.finditer(dmesg)}
     system_time = {int(r.group(1)): int(r.group(2), 16) for r in _RDMSR_OUT.finditer(rdmsr)}
     return L2Clock(current, available, msrs, system_time, cpu_lines)
+
+
+class L2ClockFrozen(AssertionError):
+    """L2's kvm-clock stood still after L2 switched to it, and L2 stopped answering."""
+
+
+def frozen_clock(log: str) -> str | None:
+    """Why L2's clock looks frozen in its console ``log``, or None.
+
+    Seen here under nested TCG: right after "Switched to clocksource kvm-clock" every
+    printk time stays the same (sched_clock "Marking stable (0, ...)"), and the idle L2
+    never wakes again: its timers are never due. Checked after kvm-clock took over only.
+    """
+    start = log.find("Switched to clocksource kvm-clock")
+    if start < 0:
+        return None
+    stamps: list[tuple[str, str]] = _PRINTK_TIME.findall(log[start:])
+    run, callers = 1, {stamps[0][1]} if stamps else set()
+    longest, at = 0, ""
+    for (prev, _), (cur, caller) in pairwise(stamps):
+        if cur == prev:
+            run += 1
+            callers.add(caller)
+        else:
+            run, callers = 1, {caller}
+        if run > longest and len(callers) > 1:
+            longest, at = run, cur
+    if longest < FROZEN_LINES:
+        return None
+    return (f"L2's kvm-clock stood still at {at} s over {longest} console lines after L2 "
+            "switched to it")
 
 
 @dataclass(frozen=True)
@@ -210,9 +247,21 @@ class NestedLinux(Scenario):
                 f"for c in $(seq 0 {vcpus - 1}); do {RDMSR} $c {MSR_KVM_SYSTEM_TIME_NEW:#x}; "
                 "done")
 
-    def clock(self, l2: L2Console) -> L2Clock:
-        """kvm-clock in L2: clocksource, the MSR boot line, each vCPU's pvclock MSR."""
-        cs, dmesg, rdmsr = (l2.run(c) for c in self.clock_commands(self.l2_vcpus))
+    def clock(self, l2: L2Console, timeout: float = 180.0) -> L2Clock:
+        """kvm-clock in L2: clocksource, the MSR boot line, each vCPU's pvclock MSR.
+
+        An L2 that does not answer because its kvm-clock froze raises
+        :class:`L2ClockFrozen` saying so (a finding about L2's clock, not a harness error).
+        """
+        from reprolab.l2console import L2ConsoleTimeout
+
+        try:
+            cs, dmesg, rdmsr = (l2.run(c, timeout) for c in self.clock_commands(self.l2_vcpus))
+        except L2ConsoleTimeout as exc:
+            why = frozen_clock(l2.text())
+            if why is None:
+                raise
+            raise L2ClockFrozen(f"{why}; then L2 did not answer its console: {exc}") from exc
         return parse_clock(cs, dmesg, rdmsr)
 
     @classmethod

@@ -35,7 +35,7 @@ L1 = {"vcpus": 1, "memory": "640M", "image": "nested", "nested": True}
 
 def _scenario(session: Session) -> NestedLinux:
     kernel = session.kernel(KERNEL)
-    image = build_image("l2", kernel)
+    image = build_image("nested-l2", kernel)
     assert image.initrd is not None
     return NestedLinux(l2_kernel=kernel.image, l2_initrd=image.initrd, l2_vcpus=2)
 

@@ -15,6 +15,7 @@ from reprolab.layers import attribute, l2_state, layer_of_l1_event, timeline
 from reprolab.scenario.nested_linux import (
     MSR_KVM_SYSTEM_TIME_NEW,
     NestedLinux,
+    frozen_clock,
     parse_clock,
 )
 from reprolab.triage.parser import ConsoleParser
@@ -192,3 +193,13 @@ def test_real_stuck_l1_starving_l2_is_l1s() -> None:
     assert "kvm_arch_vcpu_ioctl_run" in (stuck / "console.log").read_text()
     v = attribute([l1], [l2], l2_state="starting", l1_alive=False)
     assert (v.layer, v.title) == ("L1", "L1 soft lockup while starting L2 (L2 rcu stall follows)")
+
+
+def test_frozen_l2_clock_is_told_from_a_good_boot() -> None:
+    """Seen here once: L2's printk time stuck at 18.406617 after kvm-clock took over, and
+    the idle L2 never answered its console again."""
+    bad = (DATA / "frozen-clock" / "console-l2.log").read_text(errors="replace")
+    why = frozen_clock(bad)
+    assert why is not None and "stood still at 18.406617 s" in why
+    assert frozen_clock((DATA / "console-l2.log").read_text(errors="replace")) is None
+    assert frozen_clock((DATA / "stuck-l1" / "console-l2.log").read_text(errors="replace")) is None
