@@ -62,13 +62,6 @@ _PRINTK_TIME = re.compile(r"^\[ *(\d+\.\d+)\]\[ *([CT]\d+)\]", re.M)
 #: here; one report, a panic's, shares its time but comes from one caller).
 FROZEN_LINES = 12
 
-#: Sets TSCF to ",tsc-frequency=HZ" from L1's refined TSC calibration (empty without one).
-TSC_FROM_L1 = (
-    "MHZ=$(dmesg | sed -n 's/.*Refined TSC clocksource calibration: \\([0-9]*\\)"
-    "\\.\\([0-9]*\\) MHz.*/\\1\\2/p' | tail -n 1); "
-    "TSCF=; [ -n \"$MHZ\" ] && TSCF=\",tsc-frequency=${MHZ}000\""
-)
-
 #: L2's own command line. panic=0 keeps a panicked L2 in place (its console is the evidence);
 #: loglevel=8 lets the pr_debug per-vCPU kvm-clock lines through once dyndbg enables them.
 L2_CMDLINE = ("console=ttyS0,115200 panic=0 printk.time=1 loglevel=8 "
@@ -190,20 +183,9 @@ class NestedLinux(Scenario):
         ]
 
     def vmm_command(self) -> str:
-        """The SSH command that becomes L2's console: QEMU's pid recorded, then exec'd.
-
-        L2's TSC frequency is set to L1's refined TSC calibration when L1 printed one. KVM
-        built into L1 takes its default guest TSC rate from the early calibration; when the
-        refinement moves it by more than KVM's 250 ppm tolerance (seen here whenever L1's
-        PIT calibration fails under host load: 2443.498 vs 2445.408 MHz), QEMU's
-        KVM_SET_TSC_KHZ with that default fails ("user requested TSC rate below hardware
-        speed") and L2's kvm-clock stands still once L2 switches to it.
-        """
-        argv = self.vmm_argv()
-        cpu = argv.index("-cpu") + 1
-        return (f"mkdir -p {L2_DIR}; echo $$ > {L2_DIR}/vmm.pid; {TSC_FROM_L1}; "
-                f"exec {shlex.join(argv[:cpu])} {shlex.quote(argv[cpu])}\"$TSCF\" "
-                f"{shlex.join(argv[cpu + 1:])}")
+        """The SSH command that becomes L2's console: QEMU's pid recorded, then exec'd."""
+        return (f"mkdir -p {L2_DIR}; echo $$ > {L2_DIR}/vmm.pid; "
+                f"exec {shlex.join(self.vmm_argv())}")
 
     def setup(self, guest: GuestLike) -> None:
         """Copy L2's kernel and initramfs into L1 and check L1 can run KVM guests."""

@@ -160,22 +160,6 @@ def test_vmm_is_qemu_with_kvm_and_serial_on_stdio() -> None:
     assert f"{MSR_KVM_SYSTEM_TIME_NEW:#x}" == "0x4b564d01"
 
 
-def test_vmm_takes_l1s_refined_tsc_rate(tmp_path: Path) -> None:
-    """The command's TSC step run by sh on L1's real refinement line (and without one)."""
-    import subprocess
-
-    from reprolab.scenario.nested_linux import TSC_FROM_L1
-
-    assert '-cpu host"$TSCF"' in NestedLinux().vmm_command()
-    step = TSC_FROM_L1.replace("dmesg", "cat refined.txt")
-    line = "[    2.077069][    T7] tsc: Refined TSC clocksource calibration: 2445.408 MHz\n"
-    for text, want in ((line, "host,tsc-frequency=2445408000"), ("", "host")):
-        (tmp_path / "refined.txt").write_text(text)
-        out = subprocess.run(["sh", "-c", f'{step}; echo "host$TSCF"'], cwd=tmp_path,
-                             capture_output=True, text=True, check=True)
-        assert out.stdout.strip() == want
-
-
 # -- KVM flow in L1 ------------------------------------------------------------------------
 def test_kvm_flow_on_real_l1_counters() -> None:
     flow = parse_flow((DATA / "kvm-flow-l1.txt").read_text())
