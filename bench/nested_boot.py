@@ -20,7 +20,7 @@ from typing import Any
 from reprolab.case import CaseSpec
 from reprolab.guest.handle import Guest
 from reprolab.image.build import build_image
-from reprolab.scenario.nested_linux import NestedLinux
+from reprolab.scenario.nested_linux import NestedLinux, l1_cmdline
 from reprolab.session import Session
 
 RESULTS = Path(__file__).parent / "results"
@@ -31,6 +31,7 @@ KERNEL = f"build:linux-source-6.12+fragment={ROOT / 'testcases' / 'nested' / 'kv
 def one_run(session: Session, scenario: NestedLinux, l1_vcpus: int) -> dict[str, Any]:
     case = CaseSpec.from_marker("bench::nested_boot", {
         "kernel": KERNEL, "expect": {"kind": "panic"}, "dump": None, "boot_timeout": 600,
+        "cmdline": l1_cmdline(session.accel.accel),
         "guest": {"vcpus": l1_vcpus, "memory": "640M", "image": "nested", "nested": True}})
     timing: dict[str, Any] = {}
 

@@ -119,6 +119,35 @@ def parse_clock(clocksource: str, dmesg: str, rdmsr: str) -> L2Clock:
     return L2Clock(current, available, msrs, system_time, cpu_lines)
 
 
+def host_tsc_khz(cpuinfo: str | None = None) -> int | None:
+    """This host's TSC rate in kHz when it is constant ("cpu MHz" then is the TSC's), else
+    None. Under TCG, L1's TSC is the host's."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    m = re.search(r"^cpu MHz\s*:\s*(\d+)\.(\d{3})", cpuinfo, re.M)
+    if m is None or not re.search(r"^flags\s*:.*\bconstant_tsc\b", cpuinfo, re.M):
+        return None
+    return int(m.group(1) + m.group(2))
+
+
+def l1_cmdline(accel: str, cpuinfo: str | None = None) -> dict[str, int]:
+    """L1's kernel parameters for a nested L2 under TCG: the host's TSC rate as L1's early
+    TSC calibration.
+
+    KVM built into L1 keeps L1's early TSC rate as the default rate of its guests. When L1's
+    PIT calibration fails under host load (seen here: 2443.5 and 2443.7 MHz instead of
+    2445.4), the refinement a second later moves L1's rate past KVM's 250 ppm tolerance:
+    QEMU's KVM_SET_TSC_KHZ in L1 then fails ("kvm: user requested TSC rate below hardware
+    speed") and L2's kvm-clock stands still once L2 switches to it (L2ClockFrozen). Given
+    the right early rate, the refinement stays within a few ppm of it.
+    """
+    khz = host_tsc_khz(cpuinfo) if accel == "tcg" else None
+    return {"tsc_early_khz": khz} if khz else {}
+
+
 class L2ClockFrozen(AssertionError):
     """L2's kvm-clock stood still after L2 switched to it, and L2 stopped answering."""
 

@@ -17,7 +17,7 @@ from vmtools import domain_name, make_case, our_domains
 from reprolab.guest.handle import Guest
 from reprolab.image.build import build_image
 from reprolab.scenario.needs import built_kernel_missing
-from reprolab.scenario.nested_linux import NestedLinux
+from reprolab.scenario.nested_linux import NestedLinux, l1_cmdline
 from reprolab.session import Session
 from reprolab.verdict import Outcome
 
@@ -42,7 +42,7 @@ def _scenario(session: Session) -> NestedLinux:
 
 def _run(session: Session, name: str, body: Any) -> Any:
     case = make_case(name, kernel=KERNEL, guest=L1, boot_timeout=600,
-                     expect={"kind": "panic"})
+                     cmdline=l1_cmdline(session.accel.accel), expect={"kind": "panic"})
     result, err = session.run_attempt(case, 1, body)
     if err is not None:
         raise err

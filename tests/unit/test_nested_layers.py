@@ -16,6 +16,7 @@ from reprolab.scenario.nested_linux import (
     MSR_KVM_SYSTEM_TIME_NEW,
     NestedLinux,
     frozen_clock,
+    l1_cmdline,
     parse_clock,
 )
 from reprolab.triage.parser import ConsoleParser
@@ -203,3 +204,10 @@ def test_frozen_l2_clock_is_told_from_a_good_boot() -> None:
     assert why is not None and "stood still at 18.406617 s" in why
     assert frozen_clock((DATA / "console-l2.log").read_text(errors="replace")) is None
     assert frozen_clock((DATA / "stuck-l1" / "console-l2.log").read_text(errors="replace")) is None
+
+
+def test_l1_gets_the_hosts_tsc_rate_under_tcg_only() -> None:
+    cpuinfo = "processor\t: 0\ncpu MHz\t\t: 2445.424\nflags\t\t: fpu tsc constant_tsc\n"
+    assert l1_cmdline("tcg", cpuinfo) == {"tsc_early_khz": 2445424}
+    assert l1_cmdline("kvm", cpuinfo) == {}
+    assert l1_cmdline("tcg", cpuinfo.replace(" constant_tsc", "")) == {}
