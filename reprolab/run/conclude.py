@@ -22,6 +22,7 @@ from reprolab.kernel.artifacts import KernelArtifacts
 from reprolab.progress import Phase
 from reprolab.run.attempt import AttemptResult
 from reprolab.run.hangcapture import capture_hang
+from reprolab.run.layers import conclude_attempt
 from reprolab.run.observation import annotate_dossier, observe
 from reprolab.run.verdict import Outcome, classify
 from reprolab.virt.dump import take_vmcore
@@ -60,6 +61,8 @@ def conclude(session: Session, case: CaseSpec, index: int, guest: Guest,
     outcome = classify(case.expect, seen)
     matched_in = case.expect.found_in(seen) if outcome is Outcome.REPRODUCED else None
     annotate_dossier(dossier, matched_in, case.expect.describe())
+    # Which layer (L0 host, L1, L2) each event came from, and the vCPU that was spinning.
+    conclude_attempt(guest, dossier, notes)
     if report is not None:
         _write_report(guest.directory, report)
     return AttemptResult(

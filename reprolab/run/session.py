@@ -32,6 +32,7 @@ from reprolab.run.attempt import AttemptInterrupted, AttemptResult
 from reprolab.run.boot import safe_name
 from reprolab.run.liveness import probe_alive
 from reprolab.run.record import record_attempt
+from reprolab.run.vcpustats import start_sampling
 from reprolab.run.verdict import Outcome
 from reprolab.virt import DEFAULT_URI
 from reprolab.virt.connection import connection_alive, open_connection
@@ -276,6 +277,7 @@ class Session:
                 directory.rmdir()
             raise
         self._watch_events(case, index, guest)
+        start_sampling(guest)  # L0: the host's per-vCPU thread times, on the timeline
         self.phase(case, index, directory, Phase.RUNNING, guest)
         concluded = False
         try:
