@@ -10,6 +10,11 @@ from then on gives every attempt a domain restored from that file
 the guest runs again). Everything after boot (body, capture, triage, verdict) is the
 ordinary session's.
 
+A disk-image guest (qcow2 overlay) is saved with its disk: the overlay as it was when the
+RAM was saved is kept aside, and every restore gets a fresh copy of it
+(:mod:`reprolab.run.snapdisk`), so one attempt's writes never reach the next. Guests on a
+lab host (their overlay lives there) still boot cold.
+
 Why a save file and not managed save or a snapshot: our domains are transient (nothing
 to hang a managed save or a snapshot on), and a save file restores a transient domain of
 the same name and XML in about a second. The price is AUTODESTROY: libvirt cannot give it to
@@ -18,8 +23,8 @@ that: the saved XML keeps the run's metadata tag (owner pid and start time), so 
 run's reaper destroys it once this process is gone, and :meth:`SnapshotSession.close`
 destroys any restored guest still running and deletes the save files.
 
-A scenario that depends on boot-time randomness, on the time since boot, or on something
-the first attempt left on a disk is not a candidate: restore is opt-in (``reprolab repro
+A scenario that depends on boot-time randomness or on the time since boot is not a
+candidate: restore is opt-in (``reprolab repro
 --snapshot``, the bisection oracle's ``snapshot=1``).
 """
 
@@ -38,9 +43,11 @@ from reprolab.case import CaseSpec
 from reprolab.errors import InfraError
 from reprolab.guest.handle import Guest
 from reprolab.kernel.artifacts import KernelArtifacts
+from reprolab.run import snapdisk
 from reprolab.run.boot import SshTarget, bring_up
 from reprolab.run.session import Session
 from reprolab.virt.domain import Domain
+from reprolab.virt.hostfiles import LocalFiles
 
 if TYPE_CHECKING:
     from reprolab.image.build import GuestImage
@@ -64,6 +71,8 @@ class SavedGuest:
     ssh_port: int | None
     host_key: str | None
     cmdline: str
+    #: (overlay the saved XML names, the overlay's state at save time) per writable disk.
+    disks: tuple[tuple[Path, Path], ...] = ()
 
 
 class SnapshotSession(Session):
@@ -83,8 +92,8 @@ class SnapshotSession(Session):
 
     def boot(self, case: CaseSpec, directory: Path, kernel: KernelArtifacts,
              image: GuestImage) -> tuple[Guest, Path]:
-        if image.disk is not None:
-            # A disk overlay changes under the guest: a restored RAM image would not match it.
+        if image.disk is not None and not isinstance(self.files, LocalFiles):
+            # The overlay lives on the lab host: no copy of it to restore from here.
             return super().boot(case, directory, kernel, image)
         key = self._key(case, kernel, image)
         saved = self._saved.get(key)
@@ -111,6 +120,10 @@ class SnapshotSession(Session):
         except InfraError:
             guest.close(keep=False, serial_log=serial)
             raise
+        disks = tuple((overlay, self.run_dir / f"{domain.name}.{i}.frozen.qcow2")
+                      for i, overlay in enumerate(snapdisk.disk_sources(xml)))
+        for overlay, frozen in disks:
+            snapdisk.freeze(overlay, frozen)
         save_seconds = time.monotonic() - t0
         if guest.ssh is not None:
             guest.ssh.close()
@@ -124,7 +137,8 @@ class SnapshotSession(Session):
                           serial=serial, boot_seconds=guest.boot_seconds or 0.0,
                           save_seconds=save_seconds, ssh_port=ssh_port,
                           host_key=image.host_key,
-                          cmdline=(directory / "cmdline.txt").read_text().strip())
+                          cmdline=(directory / "cmdline.txt").read_text().strip(),
+                          disks=disks)
 
     def _restore(self, case: CaseSpec, directory: Path, saved: SavedGuest,
                  image: GuestImage) -> tuple[Guest, Path]:
@@ -136,6 +150,8 @@ class SnapshotSession(Session):
         with log_path.open("ab") as sink, saved.boot_log.open("rb") as src:
             shutil.copyfileobj(src, sink)
         t0 = time.monotonic()
+        for overlay, frozen in saved.disks:
+            snapdisk.thaw(frozen, overlay)
         domain = Domain.restore(self.conn, saved.path, saved.name, saved.xml)
         self._live[saved.name] = domain
         (directory / "domain.xml").write_text(domain.live_xml())
@@ -153,6 +169,7 @@ class SnapshotSession(Session):
             "restored_from": str(saved.path), "boot_seconds": saved.boot_seconds,
             "save_seconds": round(saved.save_seconds, 3),
             "restore_seconds": round(seconds, 3),
+            "disks": [str(overlay) for overlay, _ in saved.disks],
         }, indent=2) + "\n")
         (directory / "cmdline.txt").write_text(saved.cmdline + "\n")
         self._write_bundle(case, directory, domain, saved.cmdline)
@@ -178,5 +195,7 @@ class SnapshotSession(Session):
                 saved.path.unlink()
             with contextlib.suppress(OSError):
                 saved.boot_log.unlink()
+            for _, frozen in saved.disks:
+                frozen.unlink(missing_ok=True)
         self._saved.clear()
         super().close()
