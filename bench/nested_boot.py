@@ -79,7 +79,7 @@ def main() -> int:
     for k, v in sizes.items():
         print(f"{k:<22}{v / 1e6:>9.1f}M")
     RESULTS.mkdir(exist_ok=True)
-    out = {"kernel": KERNEL.replace(str(ROOT) + "/", ""), "l1_vcpus": args.l1_vcpus,
+    out = {"kernel": KERNEL, "l1_vcpus": args.l1_vcpus,
            "l2_vcpus": scenario.l2_vcpus, "runs": runs, "median": summary, "sizes": sizes,
            "load_note": "2-core host shared with kernel builds and other guests"}
     name = "nested_boot.json" if args.l1_vcpus == 1 else f"nested_boot_l1x{args.l1_vcpus}.json"
