@@ -8,6 +8,9 @@ an L2 panic leaves L1 alive and is L2's; an L1 panic while L2 starts is L1's.
 from __future__ import annotations
 
 import json
+import re
+import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,10 +41,26 @@ def _scenario(session: Session) -> NestedLinux:
     return NestedLinux(l2_kernel=kernel.image, l2_initrd=image.initrd, l2_vcpus=2)
 
 
+#: Under TCG an L1 vCPU was seen once in ~15 nested boots stuck for minutes in KVM_RUN (L1
+#: soft lockup in kvm_arch_vcpu_ioctl_run, L2 starved; tests/data/nested/stuck-l1). That is
+#: TCG's nested SVM, not the plumbing these tests prove: such an attempt is run once more,
+#: with a warning naming its directory. Any other failure fails at once.
+_L1_WEDGED_IN_KVM_RUN = re.compile(r"soft lockup.*\n(?:.*\n){0,40}?.*kvm_arch_vcpu_ioctl_run")
+
+
+def _l1_wedged_in_kvm_run(directory: Path) -> bool:
+    log = (directory / "console.log").read_text(errors="replace")
+    return bool(_L1_WEDGED_IN_KVM_RUN.search(log))
+
+
 def _run(session: Session, name: str, body: Any) -> Any:
     case = make_case(name, kernel=KERNEL, guest=L1, boot_timeout=600,
                      cmdline=l1_cmdline(session.accel.accel), expect={"kind": "panic"})
     result, err = session.run_attempt(case, 1, body)
+    if _l1_wedged_in_kvm_run(result.directory):
+        warnings.warn(f"L1 wedged in KVM_RUN under TCG ({result.directory}); one more attempt",
+                      stacklevel=2)
+        result, err = session.run_attempt(case, 2, body)
     if err is not None:
         raise err
     assert result.outcome is not Outcome.INFRA_ERROR, result.error
