@@ -149,7 +149,10 @@ def wait_marker(log: Path, marker: str, timeout: float, dom: Any, *, count: int 
             break
         time.sleep(0.05)
     tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-    raise BootTimeout(f"no {marker} on the console within {timeout:.0f} s", detail=tail)
+    # The run directory goes with the guest: the failure itself must carry what boot did.
+    last = "\n".join(tail.replace("\r", "").splitlines()[-25:])
+    raise BootTimeout(f"no {marker} on the console within {timeout:.0f} s; console tail:\n"
+                      f"{last}", detail=tail)
 
 
 @contextmanager
