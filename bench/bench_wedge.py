@@ -1,7 +1,6 @@
 """All-CPU wedge: time from the wedge to the verdict, and how often every CPU's stack is read.
 
-A guest on the small 6.12 kernel (``build:linux-source-6.12``; tinyconfig's NR_CPUS=2, so
-2 vCPUs is all of them) wedges
+A 2-vCPU guest on the small 6.12 kernel (``build:linux-source-6.12``) wedges
 every vCPU with LKDTM HARDLOCKUP (interrupts off; a waiter pinned on each CPU with taskset,
 released together through a FIFO), so no lockup detector can report and the console goes
 silent. The harness must notice the silence, inject an NMI, dump, and unwind every CPU's
