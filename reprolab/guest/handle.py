@@ -110,6 +110,8 @@ class Guest:
 
     def mark_hang(self, kind: str, line: str) -> None:
         """A hang the harness found itself (the liveness probe): fatal, on the timeline."""
+        if self.fatal_event is None:
+            self.hang_seconds = self.console.silence()
         self._add(kind, line, "harness", True)
 
     def _add(self, kind: str, line: str, source: str, fatal: bool) -> None:

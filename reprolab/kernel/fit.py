@@ -14,7 +14,9 @@ from reprolab.kernel.artifacts import KernelArtifacts
 
 def max_cpus(kernel: KernelArtifacts) -> int | None:
     """CPUs the kernel brings up at most, or None when its config is unknown."""
-    if kernel.config_value("SMP") != "y" and kernel.config is not None and kernel.config.exists():
+    if kernel.config is None or not kernel.config.exists():
+        return None
+    if kernel.config_value("SMP") != "y":
         return 1
     value = kernel.config_value("NR_CPUS")
     if value is None or not value.isdigit():

@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 import time
 
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+
 from reprolab.detect.events import UNRESPONSIVE
 from reprolab.errors import InfraError
 from reprolab.guest.handle import Guest
@@ -42,24 +44,27 @@ def probe_alive(guest: Guest, notes: list[str], *, timeout: float = PROBE_TIMEOU
     if _GOING_DOWN.search(guest.console.log_path.read_bytes()):
         return False
     deadline = time.monotonic() + timeout
-    tries = 0
-    while True:
-        tries += 1
-        try:
-            guest.sh("true", timeout=max(1.0, deadline - time.monotonic()))
-            return True
-        except GuestStopped:
-            return True  # the kernel spoke first: its fatal event decides the outcome
-        except InfraError as exc:
-            # One try ends early on a lost connection or a channel that would not open
-            # (its own wait is shorter): a slow host gets the whole deadline.
-            if guest.fatal_event is not None:
-                return True
-            if time.monotonic() < deadline - 1.0:
-                continue
-            guest.hang_seconds = guest.console.silence()
+    # One try ends early on a lost connection or a channel that would not open (its own
+    # wait is shorter): a slow host gets the whole deadline, without spinning on a refusal.
+    retrying = Retrying(
+        stop=stop_after_delay(timeout),
+        wait=wait_exponential(multiplier=0.25, max=2.0),
+        retry=retry_if_exception(
+            lambda exc: isinstance(exc, InfraError) and not isinstance(exc, GuestStopped)
+            and guest.fatal_event is None),
+        reraise=True,
+    )
+    try:
+        for attempt in retrying:
+            with attempt:
+                guest.sh("true", timeout=max(1.0, deadline - time.monotonic()))
+    except GuestStopped:
+        pass  # the kernel spoke first: its fatal event decides the outcome
+    except InfraError as exc:
+        if guest.fatal_event is None:
+            tries = retrying.statistics.get("attempt_number", 1)
             guest.mark_hang(UNRESPONSIVE, f"harness: guest did not answer over SSH within "
                                           f"{timeout:.0f} s after the test body ({exc})")
             notes.append(f"liveness probe: no answer over SSH in {timeout:.0f} s "
                          f"({tries} tries): {exc}")
-            return True
+    return True
