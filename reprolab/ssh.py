@@ -232,10 +232,15 @@ class SshChannel:
         return self.watch(fn, timeout, what)
 
     def _limit_channel_wait(self, conn: Any, timeout: float | None) -> None:
-        """paramiko waits an hour for a channel by default; a wedged guest never opens one."""
+        """paramiko waits an hour for a channel by default; a wedged guest never opens one.
+
+        The call's own timeout bounds the wait, not the connect timeout: a guest whose CPUs a
+        scenario keeps busy (a CFS bandwidth storm under TCG) may take longer than 10 s to
+        open a channel and still answer well within the deadline the caller gave.
+        """
         transport = conn.client.get_transport()
         if transport is not None:
-            transport.channel_timeout = min(CONNECT_TIMEOUT, timeout or CONNECT_TIMEOUT)
+            transport.channel_timeout = timeout if timeout is not None else CONNECT_TIMEOUT
 
     def run(
         self,

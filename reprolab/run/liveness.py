@@ -44,8 +44,9 @@ def probe_alive(guest: Guest, notes: list[str], *, timeout: float = PROBE_TIMEOU
     if _GOING_DOWN.search(guest.console.log_path.read_bytes()):
         return False
     deadline = time.monotonic() + timeout
-    # One try ends early on a lost connection or a channel that would not open (its own
-    # wait is shorter): a slow host gets the whole deadline, without spinning on a refusal.
+    # A try waits for its channel up to the remaining deadline; one that ends early (a lost
+    # connection, a refused one) is retried with a backoff, so a slow host gets the whole
+    # deadline without the probe spinning on a refusal.
     retrying = Retrying(
         stop=stop_after_delay(timeout),
         wait=wait_exponential(multiplier=0.25, max=2.0),

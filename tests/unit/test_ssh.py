@@ -19,6 +19,7 @@ import pytest
 from reprolab.errors import InfraError
 from reprolab.image.hostkey import generate_host_key
 from reprolab.ssh import (
+    CONNECT_TIMEOUT,
     CommandResult,
     RemoteCommandError,
     SshChannel,
@@ -65,6 +66,24 @@ def test_pinned_host_keys_use_bracketed_name(tmp_path: Path) -> None:
     assert pinned_host_keys("h", 22, host.public).lookup("h") is not None
     with pytest.raises(InfraError, match="malformed"):
         pinned_host_keys("h", 22, "garbage")
+
+
+def test_channel_wait_follows_the_call_deadline(tmp_path: Path) -> None:
+    """A busy guest (a CFS storm under TCG) opened its channel after more than 10 s; the
+    wait is the caller's deadline, and only a call without one gets the connect timeout."""
+    transport = paramiko.Transport(socket.socket())
+    conn = type("Conn", (), {"client": type("Client", (), {
+        "get_transport": staticmethod(lambda: transport)})()})()
+    chan = SshChannel("127.0.0.1", 1, tmp_path / "k", "")
+    try:
+        chan._limit_channel_wait(conn, 120.0)
+        assert transport.channel_timeout == 120.0
+        chan._limit_channel_wait(conn, 2.0)
+        assert transport.channel_timeout == 2.0
+        chan._limit_channel_wait(conn, None)
+        assert transport.channel_timeout == CONNECT_TIMEOUT
+    finally:
+        transport.close()
 
 
 def test_unreachable_guest_raises_infra_with_console_tail(tmp_path: Path) -> None:
