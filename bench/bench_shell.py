@@ -22,7 +22,6 @@ Run: ``.venv/bin/python bench/bench_shell.py [--rounds 3]``; writes bench/result
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -34,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bareqemu import MACHINE_CGROUP, bare_initrd, bare_qemu, in_cgroup
 from rich.console import Console
 from rich.table import Table
 
@@ -44,19 +44,6 @@ from reprolab.proc import run
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "shell.json"
 BENCH_INIT = "#!/usr/bin/busybox sh\n/usr/bin/busybox uname -r\n/usr/bin/busybox poweroff -f\n"
-
-
-def _bare_initrd(base: Path, workdir: Path) -> Path:
-    """The minimal image's initramfs with /bench-init appended (a later cpio member wins)."""
-    root = workdir / "extra"
-    root.mkdir()
-    (root / "bench-init").write_text(BENCH_INIT)
-    (root / "bench-init").chmod(0o755)
-    extra = workdir / "extra.cpio"
-    run(["cpio", "-o", "-H", "newc", "-O", extra], cwd=root, stdin="bench-init\n")
-    out = workdir / "bare-initrd.img"
-    out.write_bytes(base.read_bytes() + gzip.compress(extra.read_bytes()))
-    return out
 
 
 def _timed(argv: list[str], release: str) -> dict[str, Any]:
@@ -75,31 +62,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--vng", default="/var/tmp/speed-vng-venv/bin/vng")
-    parser.add_argument("--cgroup", default="/sys/fs/cgroup/cpu/machine",
+    parser.add_argument("--cgroup", default=MACHINE_CGROUP,
                         help="CPU cgroup for bare QEMU and virtme-ng ('' for none)")
     args = parser.parse_args()
     kernel = stock_kernel()
     image = build_image("minimal", kernel)
     assert image.initrd is not None
     vng = args.vng if Path(args.vng).exists() else shutil.which("vng")
-    qemu = ["qemu-system-x86_64", "-machine", "pc,accel=tcg", "-cpu", "qemu64", "-m", "512",
-            "-smp", "1", "-display", "none", "-serial", "stdio", "-monitor", "none",
-            "-no-reboot", "-kernel", str(kernel.image)]
     tools: dict[str, list[str]] = {}
-    procs = Path(args.cgroup) / "cgroup.procs" if args.cgroup else None
-    wrap: list[str] = []
-    if procs is not None and procs.exists():
-        wrap = ["sh", "-c", f'echo $$ > {procs} && exec "$@"', "in-cgroup"]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="rl-bench-shell-", dir="/var/tmp") as tmp:
-        initrd = _bare_initrd(image.initrd, Path(tmp))
-        tools["bare QEMU"] = [*wrap, *qemu, "-initrd", str(initrd), "-append",
-                              "console=ttyS0 rdinit=/bench-init panic=-1"]
+        initrd = bare_initrd(image.initrd, Path(tmp), BENCH_INIT)
+        tools["bare QEMU"] = bare_qemu(kernel.image, initrd,
+                                       "console=ttyS0 rdinit=/bench-init panic=-1",
+                                       cgroup=args.cgroup)
         tools["reprolab shell"] = [sys.executable, "-m", "reprolab.cli", "shell",
                                    "--artifacts", str(Path(tmp) / "art"), "--exec", "uname -r"]
         if vng:
-            tools["virtme-ng"] = [*wrap, vng, "-r", str(kernel.image), "--disable-kvm", "--exec",
-                                  "uname -r"]
+            tools["virtme-ng"] = [*in_cgroup(args.cgroup), vng, "-r", str(kernel.image),
+                                  "--disable-kvm", "--exec", "uname -r"]
         for rnd in range(1, args.rounds + 1):
             for name, argv in tools.items():
                 row = {"round": rnd, "tool": name, **_timed(argv, kernel.release)}
@@ -139,7 +120,7 @@ def main() -> int:
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "load_note": "machine shared with other helpers (kernel builds, guests); tools "
                      "interleaved per round, ratios per round side by side",
-        "loadavg": os.getloadavg(), "vng": vng, "cgroup": str(procs) if wrap else None,
+        "loadavg": os.getloadavg(), "vng": vng, "cgroup": args.cgroup or None,
         "summary": summary, "ratios": ratios,
         "runs": rows,
     }, indent=2) + "\n")

@@ -146,6 +146,10 @@ class Console:
     def silence(self) -> float:
         return time.monotonic() - self.last_output
 
+    def recent(self, chars: int) -> str:
+        """The last ``chars`` characters read: a cheap look at the end, unlike :meth:`tail`."""
+        return self._text[-chars:]
+
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self._text.replace("\r", "").splitlines()[-lines:])
 

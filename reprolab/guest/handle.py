@@ -8,6 +8,7 @@ longer, so the report's stack trace is complete before the domain is paused and 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,11 @@ T = TypeVar("T")
 #: After a fatal event, read on until the console is quiet this long (or SETTLE_MAX passes).
 SETTLE_QUIET = 2.0
 SETTLE_MAX = 15.0
+#: Once the kernel can print no more (libvirt holds it crashed, or panic() printed its
+#: trailer), only bytes already on their way through QEMU's chardev can come: this long.
+SETTLE_DRAIN = 0.5
+#: The last line panic() prints; nothing follows it but the halt loop.
+_PANIC_TRAILER = "---[ end Kernel panic"
 
 
 class Guest:
@@ -55,6 +61,7 @@ class Guest:
         self.notes: list[str] = []
         self._serial_collected = False
         self._parser = ConsoleParser()
+        self._teardown: threading.Thread | None = None
         self._t0 = time.monotonic()
         self._last_state_poll = 0.0
         #: Seconds without console output when a hang event (silence, watchdog) fired.
@@ -254,7 +261,8 @@ class Guest:
         """After a fatal event, let the kernel finish printing its report."""
         start = time.monotonic()
         while time.monotonic() - start < SETTLE_MAX:
-            if self.console.silence() >= SETTLE_QUIET or self.console.eof:
+            quiet = SETTLE_DRAIN if self._done_printing() else SETTLE_QUIET
+            if self.console.silence() >= quiet or self.console.eof:
                 break
             try:
                 self.poll(0.25)
@@ -265,12 +273,28 @@ class Guest:
                 GuestEvent(ev.kind, ev.line, "console", bool(ev.fatal), self._now(), ev.cpu)
             )
 
+    def _done_printing(self) -> bool:
+        """Can the kernel print no more? Waiting 2 s of silence then is pure cost: every
+        crashed attempt paid it (pvpanic stops the guest before the trailer is printed)."""
+        return self.seen(PVPANIC) or _PANIC_TRAILER in self.console.recent(400)
+
+    def release(self) -> None:
+        """Destroy the domain in the background: its memory is dumped and nothing more will
+        be read from it, so the ~1.5 s libvirt takes to stop QEMU and undo its labels runs
+        while the attempt writes its dossier. :meth:`close` waits for it."""
+        if self._teardown is None:
+            self._teardown = threading.Thread(target=self.domain.destroy,
+                                              name=f"teardown-{self.domain.name}", daemon=True)
+            self._teardown.start()
+
     def close(self, *, keep: bool = False, serial_log: Path | None = None,
               files: HostFiles | None = None) -> None:
         """Stop the guest and bring libvirt's copy of the console into the artifacts."""
         if self.ssh is not None:
             self.ssh.close()
         self.console.close()
+        if self._teardown is not None:
+            self._teardown.join()
         if not keep:
             self.domain.destroy()
         if serial_log is not None and not self._serial_collected:

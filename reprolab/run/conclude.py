@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from reprolab.case import CaseSpec
 from reprolab.errors import InfraError, UserError
 from reprolab.guest.handle import Guest
+from reprolab.guest.l2console import l2_of
 from reprolab.kernel.artifacts import KernelArtifacts
 from reprolab.progress import Phase
 from reprolab.run.attempt import AttemptResult
@@ -46,6 +47,10 @@ def conclude(session: Session, case: CaseSpec, index: int, guest: Guest,
     with contextlib.suppress(InfraError):
         guest.poll(0.5)
     vmcore, vmcore_seconds, dump_error = _after_fatal(session, case, index, guest, notes)
+    if vmcore is not None and not session.keep_guest and l2_of(guest) is None:
+        # Dumped: the guest's teardown overlaps the triage (an L2's console would end
+        # with L1 and change its layer's state, so a nested guest goes down at close).
+        guest.release()
     session.phase(case, index, guest.directory, Phase.TRIAGING, guest)
     # A kernel built with the guess unwinder marks every frame "?"; without this its
     # titles would name no frame at all.

@@ -1,0 +1,107 @@
+"""The end of a guest: read on until the kernel is done printing, no longer; tear down in
+the background once dumped, and never return from close before the domain is gone.
+
+A real Console (not attached: nothing arrives but what the test records) and a domain whose
+libvirt state the test sets. The silence the console reports is fixed, so what is checked
+is the decision, not a duration.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+import reprolab.guest.handle as handle
+from reprolab.console import Console
+from reprolab.detect.events import PVPANIC
+from reprolab.guest.handle import Guest
+from reprolab.virt.domain import DomainState
+
+PANIC = (b"[    7.09] sysrq: Trigger a crash\n"
+         b"[    7.09] Kernel panic - not syncing: sysrq triggered crash\n"
+         b"[    7.10] CPU: 0 PID: 1 Comm: sh Not tainted 6.1.0 #1\n")
+TRAILER = b"[    7.20] ---[ end Kernel panic - not syncing: sysrq triggered crash ]---\n"
+
+
+class _Domain:
+    name = "rl-test"
+
+    def __init__(self) -> None:
+        self.now = DomainState("running", "")
+        self.destroys: list[str] = []
+        self.unblock = threading.Event()
+
+    def state(self) -> DomainState:
+        return self.now
+
+    def destroy(self) -> None:
+        self.destroys.append(threading.current_thread().name)
+        self.unblock.wait(5)
+        self.now = DomainState("shutoff", "destroyed")
+
+
+class _QuietConsole(Console):
+    """Half a second of silence whenever asked; counts the reads settle makes."""
+
+    reads = 0
+
+    def silence(self) -> float:
+        return 0.5
+
+    def pump(self, timeout: float) -> bytes:
+        self.reads += 1
+        return b""
+
+
+def _guest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Guest, _Domain]:
+    monkeypatch.setattr(handle, "SETTLE_MAX", 0.6)
+    domain = _Domain()
+    console = _QuietConsole("test:///default", domain.name, tmp_path / "console.log")
+    guest = Guest(domain, console, tmp_path)  # type: ignore[arg-type]
+    console._record(PANIC)
+    assert guest.fatal_event is not None
+    return guest, domain
+
+
+def test_a_report_still_printing_is_read_on(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    guest, _ = _guest(tmp_path, monkeypatch)
+    guest.settle()
+    assert guest.console.reads > 0  # type: ignore[attr-defined]
+
+
+def test_the_panic_trailer_ends_the_wait(tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    guest, _ = _guest(tmp_path, monkeypatch)
+    guest.console._record(TRAILER)
+    guest.settle()
+    assert guest.console.reads == 0  # type: ignore[attr-defined]
+
+
+def test_a_guest_libvirt_holds_crashed_prints_no_more(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    guest, domain = _guest(tmp_path, monkeypatch)
+    domain.now = DomainState("paused", "crashed")
+    guest.poll(0)
+    assert guest.seen(PVPANIC)
+    reads = guest.console.reads  # type: ignore[attr-defined]
+    guest.settle()
+    assert guest.console.reads == reads  # type: ignore[attr-defined]
+
+
+def test_close_waits_for_the_background_teardown(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    guest, domain = _guest(tmp_path, monkeypatch)
+    guest.release()
+    guest.release()  # once is enough
+    closed = threading.Thread(target=guest.close)
+    closed.start()
+    closed.join(0.3)
+    assert closed.is_alive(), "close returned while the domain was still being destroyed"
+    domain.unblock.set()
+    closed.join(5)
+    assert not closed.is_alive()
+    assert domain.destroys[0].startswith("teardown-") and len(domain.destroys) == 2
+    assert domain.state().gone
