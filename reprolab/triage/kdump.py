@@ -20,6 +20,8 @@ _ZLIB, _LZO, _SNAPPY, _ZSTD = 0x1, 0x2, 0x4, 0x20
 _PAGE_DESC = struct.Struct("<QIIQ")  # offset, size, flags, page_flags
 _PHDR = struct.Struct("<IIQQQQQQ")
 _EHDR_SIZE = 64
+#: The set bits of each byte value, low bit first: the dump bitmap read a byte at a time.
+_BITS = tuple(tuple(i for i in range(8) if value >> i & 1) for value in range(256))
 
 
 def is_kdump(path: Path) -> bool:
@@ -78,11 +80,15 @@ def _convert(src: Path, dst: Path) -> None:
         bitmaps = f.read(block * bitmap_blocks)
         dumped_map = bitmaps[len(bitmaps) // 2 :]
         nbits = min(max_mapnr or len(dumped_map) * 8, len(dumped_map) * 8)
-        pfns = [i for i in range(nbits) if dumped_map[i >> 3] >> (i & 7) & 1]
+        pfns = [(j << 3) + i for j, byte in enumerate(dumped_map[: (nbits + 7) >> 3])
+                for i in _BITS[byte] if (j << 3) + i < nbits]
         runs = _runs(pfns)
         desc_base = block * (1 + sub_blocks + bitmap_blocks)
         f.seek(desc_base)
         descs = f.read(_PAGE_DESC.size * len(pfns))
+        if len(descs) != _PAGE_DESC.size * len(pfns):
+            raise UserError(f"{src}: truncated: {len(pfns)} pages in its bitmap, "
+                            f"{len(descs) // _PAGE_DESC.size} page descriptors")
         phnum = 1 + len(runs)
         data_off = _EHDR_SIZE + _PHDR.size * phnum + len(notes)
         data_off += -data_off % block
@@ -101,16 +107,18 @@ def _convert(src: Path, dst: Path) -> None:
                 offset += size
             out.write(notes)
             zero = bytes(block)
-            index = 0
+            # QEMU writes the zero page once and points every zero page's descriptor at it:
+            # a descriptor seen to hold zeros is skipped without a read (most of a guest).
+            zero_descs: set[tuple[int, int, int]] = set()
             pos = data_off
-            for _first, count in runs:
-                for _ in range(count):
-                    off, size, flags, _pf = _PAGE_DESC.unpack_from(descs, index * _PAGE_DESC.size)
-                    index += 1
+            for off, size, flags, _pf in _PAGE_DESC.iter_unpack(descs):
+                if (off, size, flags) not in zero_descs:
                     f.seek(off)
                     page = _page(f.read(size), flags, block, src)
-                    if page != zero:  # leave zero pages as holes: the ELF stays sparse
+                    if page == zero:  # leave zero pages as holes: the ELF stays sparse
+                        zero_descs.add((off, size, flags))
+                    else:
                         out.seek(pos)
                         out.write(page)
-                    pos += block
+                pos += block
             out.truncate(pos)

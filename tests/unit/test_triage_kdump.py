@@ -96,3 +96,28 @@ def test_bad_kdump_header_is_a_user_error(tmp_path: Path) -> None:
     src.write_bytes(b"KDUMP   " + bytes(600))
     with pytest.raises(UserError, match="unexpected layout"):
         kdump_to_elf(src, tmp_path / "out.elf")
+
+
+def test_shared_zero_page_descriptor_is_read_once_and_left_a_hole(tmp_path: Path) -> None:
+    """QEMU points every zero page at one stored zero page; a page after them still lands."""
+    pages = {2: bytes(BLOCK), 4: bytes(BLOCK), 6: b"\xcc" * BLOCK, 8: bytes(BLOCK)}
+    raw = bytearray(_kdump(pages, b""))
+    desc_off = 3 * BLOCK
+    first = raw[desc_off : desc_off + 24]
+    raw[desc_off + 24 * 3 : desc_off + 24 * 4] = first  # pfn 8 shares pfn 2's zero page
+    src, dst = tmp_path / "dump.kdump", tmp_path / "dump.elf"
+    src.write_bytes(bytes(raw))
+    kdump_to_elf(src, dst)
+    elf = dst.read_bytes()
+    by_pfn = {p // BLOCK: o for p, o, _s in _pt_loads(elf)}
+    assert elf[by_pfn[6] : by_pfn[6] + BLOCK] == b"\xcc" * BLOCK
+    assert elf[by_pfn[8] : by_pfn[8] + BLOCK] == bytes(BLOCK)
+    assert len(elf) == by_pfn[8] + BLOCK
+
+
+def test_cut_page_descriptors_are_a_user_error(tmp_path: Path) -> None:
+    pages = {1: b"\xaa" * BLOCK, 2: b"\xbb" * BLOCK}
+    src = tmp_path / "cut.kdump"
+    src.write_bytes(_kdump(pages, b"")[: 3 * BLOCK + 24])  # one descriptor of two
+    with pytest.raises(UserError, match="truncated"):
+        kdump_to_elf(src, tmp_path / "out.elf")
