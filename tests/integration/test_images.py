@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,27 @@ RT_COMMANDS = [
     "stress-ng --cpu 1 -t 2",
     "cyclictest -l 100 -q",
 ]
+
+
+#: SIGKILL after this long: a kvm-hello run that has not printed by then is stuck.
+KVM_HELLO_LIMIT_S = 40
+
+
+def kvm_hello(channel: SshChannel) -> str:
+    """kvm-hello's output, with one more run if the first did not succeed.
+
+    Under TCG's nested SVM a kvm-hello run was seen once (in a full CI run) never to come
+    back from KVM_RUN within 60 s; a fresh process then works. That hazard is TCG's, not the
+    image's: the stuck run is killed (SIGKILL: the SSH server then reports no exit status)
+    and warned about, and a second failure fails the test.
+    """
+    cmd = f"timeout -s KILL {KVM_HELLO_LIMIT_S} kvm-hello"
+    first = channel.run(cmd, timeout=KVM_HELLO_LIMIT_S + 20)
+    if first.ok:
+        return first.stdout
+    warnings.warn(f"kvm-hello failed under TCG (nested SVM), status {first.rc} "
+                  f"{first.stderr.strip()!r}; one more run", stacklevel=2)
+    return channel.run(cmd, timeout=KVM_HELLO_LIMIT_S + 20).check().stdout
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +76,7 @@ def test_tools_over_ssh_and_console(name: str, kernel: KernelArtifacts) -> None:
             result = guest.ssh.run(cmd, timeout=120)
             assert result.rc == 0, (cmd, result.stdout, result.stderr)
         assert "T: 0" in guest.ssh.run(["cyclictest", "-l", "100", "-q"], timeout=120).stdout
-        assert guest.ssh.run("kvm-hello", timeout=60).check().stdout.strip() == "kvm-hello: ok"
+        assert kvm_hello(guest.ssh).strip() == "kvm-hello: ok"
         # argv lists are quoted: the guest sees one argument with a space and a quote in it.
         echoed = guest.ssh.run(["printf", "%s|", "a b", "it's"], check=True).stdout
         assert echoed == "a b|it's|"
