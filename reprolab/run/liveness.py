@@ -34,10 +34,12 @@ PROBE_TIMEOUT_S = 30.0
 _GOING_DOWN = re.compile(rb"reboot: (?:Restarting system|Power down|System halted)")
 
 
-def probe_alive(guest: Guest, notes: list[str], *, timeout: float = PROBE_TIMEOUT_S) -> bool:
+def probe_alive(guest: Guest, notes: list[str], *, timeout: float = PROBE_TIMEOUT_S,
+                after: str = "after the test body") -> bool:
     """Ask the guest over SSH whether it still runs; record a hang when it does not.
 
-    Returns whether a probe was sent.
+    ``after`` says what came before the probe, for the hang's line. Returns whether a
+    probe was sent.
     """
     if guest.fatal_event is not None or guest.ssh is None:
         return False
@@ -65,7 +67,7 @@ def probe_alive(guest: Guest, notes: list[str], *, timeout: float = PROBE_TIMEOU
         if guest.fatal_event is None:
             tries = retrying.statistics.get("attempt_number", 1)
             guest.mark_hang(UNRESPONSIVE, f"harness: guest did not answer over SSH within "
-                                          f"{timeout:.0f} s after the test body ({exc})")
+                                          f"{timeout:.0f} s {after} ({exc})")
             notes.append(f"liveness probe: no answer over SSH in {timeout:.0f} s "
                          f"({tries} tries): {exc}")
     return True

@@ -24,6 +24,7 @@ from reprolab.accel import AccelInfo, detect_accel
 from reprolab.case import CaseSpec
 from reprolab.errors import Failure, InfraError, LibvirtUnavailable, UserError
 from reprolab.guest.handle import Guest
+from reprolab.guest.inflight import CallTimeout
 from reprolab.guest.spec import GuestSpec
 from reprolab.kernel.artifacts import KernelArtifacts, stock_kernel
 from reprolab.paths import runtime_root
@@ -380,6 +381,15 @@ def run_body(guest: Guest, body: Body, notes: list[str]
         if guest.crashed_during(exc):
             notes.append(f"test body stopped by the guest's fatal event: {exc}")
             return None, None
+        if isinstance(exc, CallTimeout):
+            # A command the guest never answered is a hang when a fresh probe gets no
+            # answer either: judged as the liveness probe judges a wedged guest after the
+            # body (and captured the same way), not an infrastructure error. A guest that
+            # answers the probe was merely slow for that command: that stays infra.
+            probe_alive(guest, notes, after="after a command of the test body got none")
+            if guest.fatal_event is not None:
+                notes.append(f"test body stopped by an unresponsive guest: {exc}")
+                return None, None
         return None, exc
     except Exception as exc:
         # Never discarded: an assertion that failed after a fatal event is reported with

@@ -184,6 +184,36 @@ def test_wedge_after_the_body_returned_is_a_hang(small: KernelArtifacts, tmp_pat
     assert any("liveness probe" in n for n in result.notes), result.notes
 
 
+def test_wedge_under_a_body_command_is_a_hang(small: KernelArtifacts, tmp_path: Path
+                                             ) -> None:
+    """The body waits on a command the wedged guest never answers: a hang with its capture,
+    not an infrastructure error (it was one, and a CFS storm that stalled a guest under TCG
+    ended "infra-error" with no stack). The fresh probe that decides it gets no answer."""
+    case = CaseSpec.from_marker("it::wedge::under-command", {
+        "kernel": SMALL,
+        "guest": {"vcpus": VCPUS, "memory": "512M", "image": "tools"},
+        "cmdline": {"nmi_watchdog": 0},
+        "silence_timeout": 300,
+        "dump": None,
+        "mode": "regression",
+        "expect": {"kind": "hard-lockup"},
+    })
+
+    def body(guest: Guest) -> None:
+        guest.sh(f"setsid sh -c {shlex.quote(WEDGE)} </dev/null >/dev/null 2>&1 &")
+        guest.wait(5)
+        guest.sh("uname -r", timeout=10)
+
+    result, err = _one_attempt(case, body, tmp_path)
+    assert err is None, err
+    kinds = [e.kind for e in result.events]
+    assert kinds[:2] == ["unresponsive", "nmi-injected"], kinds
+    assert result.outcome is Outcome.HANG, result
+    assert "after a command of the test body got none" in result.events[0].line
+    assert any("stopped by an unresponsive guest: guest command 'uname -r'" in n
+               for n in result.notes), result.notes
+
+
 def test_live_guest_passes_the_liveness_probe(small: KernelArtifacts, tmp_path: Path) -> None:
     """The same case whose body leaves the guest healthy ends "not reproduced": the probe
     answers and adds no event."""

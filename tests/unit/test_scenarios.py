@@ -154,6 +154,9 @@ def test_cfs_storm_tree_on_a_scratch_directory(tmp_path: Any) -> None:
     assert len(leaves) == sc.leaves == 8
     assert (root / "rl_storm/g1/g0/g1/cpu.max").read_text() == "1000 10000\n"
     assert (root / "rl_storm/g1/cgroup.subtree_control").read_text() == "+cpu\n"
+    # The root's quota never binds and keeps a bandwidth user while every group churns to
+    # max (the cfs_bandwidth_used static key is not flipped under TCG).
+    assert (root / "rl_storm/cpu.max").read_text() == "10240000 10000\n"
 
 
 def test_load_balance_commands() -> None:
