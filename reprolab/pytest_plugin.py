@@ -139,6 +139,7 @@ def _session(config: pytest.Config, uri: str | None = None) -> Session:
                 artifacts=artifacts_root(config),
                 keep_guest=keep,
                 kernel_override=_opt(config, "kernel"),
+                overlap_teardown=True,
             )
         sessions[uri] = backend
         portable = str(_opt(config, "portable") or "").lower() in ("1", "true", "yes")

@@ -120,9 +120,9 @@ def main(args: argparse.Namespace) -> int:
     if args.snapshot:
         from reprolab.run.snapshot import SnapshotSession
 
-        session = SnapshotSession(uri=args.uri, artifacts=artifacts)
+        session = SnapshotSession(uri=args.uri, artifacts=artifacts, overlap_teardown=True)
     else:
-        session = Session(uri=args.uri, artifacts=artifacts)
+        session = Session(uri=args.uri, artifacts=artifacts, overlap_teardown=True)
     session.portable_bundles = args.portable
     exact: Exact | None = None
     if plan is not None and not overridden:

@@ -288,14 +288,25 @@ class Guest:
             self._teardown.start()
 
     def close(self, *, keep: bool = False, serial_log: Path | None = None,
-              files: HostFiles | None = None) -> None:
-        """Stop the guest and bring libvirt's copy of the console into the artifacts."""
+              files: HostFiles | None = None, defer_teardown: bool = False
+              ) -> threading.Thread | None:
+        """Stop the guest and bring libvirt's copy of the console into the artifacts.
+
+        With ``defer_teardown``, a destroy :meth:`release` started is not waited for: it is
+        returned, and whoever asked must join it before the run ends (the session does, so
+        the next cold attempt boots while libvirt stops this one). Otherwise the guest is
+        gone when this returns.
+        """
         if self.ssh is not None:
             self.ssh.close()
         self.console.close()
+        pending = None
         if self._teardown is not None:
-            self._teardown.join()
-        if not keep:
+            if defer_teardown and not keep and self._teardown.is_alive():
+                pending = self._teardown
+            else:
+                self._teardown.join()
+        if not keep and pending is None:
             self.domain.destroy()
         if serial_log is not None and not self._serial_collected:
             self._serial_collected = True
@@ -304,6 +315,7 @@ class Guest:
             self.notes.extend(collect_serial(
                 files or LocalFiles(), serial_log, self.directory / "serial.log",
                 console_bytes=self.console.bytes_seen))
+        return pending
 
 
 StopCheck = Callable[[], str | None]

@@ -13,6 +13,7 @@ import json
 import logging
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -58,8 +59,14 @@ class Session:
         artifacts: Path,
         keep_guest: bool = False,
         kernel_override: str | None = None,
+        overlap_teardown: bool = False,
     ) -> None:
         self.uri = uri
+        #: Let a dumped guest's destroy (~1.5 s of libvirt stopping QEMU) run on while the
+        #: next attempt boots; :meth:`close` waits for every one. Off by default for callers
+        #: that look for the domain in libvirt right after an attempt.
+        self.overlap_teardown = overlap_teardown
+        self._teardowns: list[threading.Thread] = []
         self.artifacts = artifacts
         self.keep_guest = keep_guest
         self.kernel_override = kernel_override
@@ -121,7 +128,13 @@ class Session:
             self._accel = detect_accel(probe=lambda: probe_kvm(self.uri))
         return self._accel
 
+    def finish_teardowns(self) -> None:
+        """Wait for every destroy an attempt left running (see ``overlap_teardown``)."""
+        while self._teardowns:
+            self._teardowns.pop().join()
+
     def close(self) -> None:
+        self.finish_teardowns()
         if self._conn is not None and not self._conn_alive(rpc=False):
             # Guests started on a connection libvirtd dropped outlive their AUTODESTROY.
             with contextlib.suppress(InfraError):
@@ -288,8 +301,11 @@ class Session:
             result, report, concluded = self._finish(at, guest, kernel, infra_error)
         finally:  # whatever happened (Ctrl-C in the body or the dump too): no guest left,
             # unless --keep-guest asked for one that reached its verdict
-            guest.close(keep=self.keep_guest and concluded, serial_log=serial,
-                        files=self.files)
+            pending = guest.close(keep=self.keep_guest and concluded, serial_log=serial,
+                                  files=self.files, defer_teardown=self.overlap_teardown)
+            self._teardowns = [t for t in self._teardowns if t.is_alive()]
+            if pending is not None:
+                self._teardowns.append(pending)
         if body_error is not None:
             result = replace(result, body_error=f"{type(body_error).__name__}: {body_error}")
         result = replace(result, started_at=at.started_at,

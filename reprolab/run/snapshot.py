@@ -142,6 +142,9 @@ class SnapshotSession(Session):
 
     def _restore(self, case: CaseSpec, directory: Path, saved: SavedGuest,
                  image: GuestImage) -> tuple[Guest, Path]:
+        # The saved name is the only one libvirt restores under: the last attempt's
+        # destroy must be over first, even when the session lets destroys overlap boots.
+        self.finish_teardowns()
         stale = self._live.pop(saved.name, None)
         if stale is not None:
             stale.destroy()
@@ -187,6 +190,7 @@ class SnapshotSession(Session):
             portable=self.portable_bundles)
 
     def close(self) -> None:
+        self.finish_teardowns()
         for domain in self._live.values():
             domain.destroy()
         self._live.clear()

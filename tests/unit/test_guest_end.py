@@ -105,3 +105,40 @@ def test_close_waits_for_the_background_teardown(tmp_path: Path,
     assert not closed.is_alive()
     assert domain.destroys[0].startswith("teardown-") and len(domain.destroys) == 2
     assert domain.state().gone
+
+
+def test_a_deferred_teardown_is_handed_back_not_dropped(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session lets the destroy overlap the next boot: close returns at once with the
+    running destroy, calls no second one, and the thread ends with the domain gone."""
+    guest, domain = _guest(tmp_path, monkeypatch)
+    guest.release()
+    pending = guest.close(defer_teardown=True)
+    assert pending is not None and pending.is_alive()
+    assert not domain.state().gone
+    domain.unblock.set()
+    pending.join(5)
+    assert domain.state().gone and len(domain.destroys) == 1
+
+
+def test_nothing_to_defer_means_destroyed_on_close(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    guest, domain = _guest(tmp_path, monkeypatch)  # no dump, so never released
+    domain.unblock.set()
+    assert guest.close(defer_teardown=True) is None
+    assert domain.state().gone
+
+
+def test_the_session_waits_for_every_overlapped_teardown(tmp_path: Path) -> None:
+    """No guest outlives the run: a session that let destroys overlap boots joins them all
+    when it closes."""
+    from reprolab.run.session import Session
+
+    session = Session(artifacts=tmp_path / "artifacts", overlap_teardown=True)
+    done: list[int] = []
+    for n in range(2):
+        t = threading.Thread(target=lambda n=n: (threading.Event().wait(0.2), done.append(n)))
+        t.start()
+        session._teardowns.append(t)
+    session.close()
+    assert sorted(done) == [0, 1]
