@@ -10,6 +10,8 @@ stamp="$venv/.reprolab-bootstrap"
 debs=(
   # libvirt and QEMU: the guests
   qemu-system-x86 qemu-utils
+  # a subreaper for libvirtd, so a destroyed QEMU is reaped at once (scripts/start-daemons.sh)
+  tini
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
   # the virtualenv (libvirt-python compiles against libvirt-dev)
   pkg-config gcc python3-dev python3-venv
@@ -34,13 +36,9 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Daemons: virtlogd keeps the console <log> copy, libvirtd runs the domains.
-pgrep -x virtlogd >/dev/null || virtlogd -d
-pgrep -x libvirtd >/dev/null || libvirtd -d
-for _ in $(seq 50); do
-  [ -S /var/run/libvirt/libvirt-sock ] && break
-  sleep 0.1
-done
+# Daemons: virtlogd keeps the console <log> copy, libvirtd runs the domains (under tini:
+# see the script).
+"$here/scripts/start-daemons.sh"
 
 # QEMU runs as libvirt-qemu and cannot read under /root: caches live under /var/lib.
 install -d -m 0755 /var/lib/reprolab

@@ -44,7 +44,8 @@ def open_connection(uri: str = DEFAULT_URI) -> Any:
         msg = str(exc).splitlines()[0] if str(exc) else "no reason given"
         hint = ""
         if uri.startswith("qemu:///") and ("socket" in msg or "No such file" in msg):
-            hint = " (is libvirtd running? start it with `virtlogd -d; libvirtd -d`)"
+            hint = (" (is libvirtd running? start it with scripts/start-daemons.sh, or "
+                    "`virtlogd -d; libvirtd -d`)")
         raise LibvirtUnavailable(f"cannot connect to libvirt at {uri}: {msg}{hint}") from exc
 
 

@@ -1,6 +1,7 @@
 """Stopping and restarting the host's libvirt daemons, and finding what a fault leaked.
 
-No systemd here: libvirtd and virtlogd run daemonised (``-d``) with pid files in /run.
+No systemd here: virtlogd runs daemonised (``-d``), libvirtd under ``tini -s``
+(scripts/start-daemons.sh), both with pid files in /run.
 libvirtd 9.0 can hang on SIGTERM while it destroys AUTODESTROY guests, so a stop that
 does not finish is finished with SIGKILL. Every start waits until the daemon answers.
 """
@@ -20,6 +21,7 @@ from reprolab.paths import runtime_root
 from reprolab.virt.scratch import OWNER_FILE
 
 URI = "qemu:///system"
+START_DAEMONS = Path(__file__).resolve().parents[2] / "scripts" / "start-daemons.sh"
 PIDFILES = {"libvirtd": Path("/run/libvirtd.pid"), "virtlogd": Path("/run/virtlogd.pid")}
 
 
@@ -69,10 +71,8 @@ def _libvirt_answers() -> bool:
 
 def ensure_running() -> None:
     """virtlogd, then libvirtd, each started if it is not running, until libvirt answers."""
-    if pid_of("virtlogd") is None:
-        subprocess.run(["virtlogd", "-d"], check=True)
-    if pid_of("libvirtd") is None:
-        subprocess.run(["libvirtd", "-d"], check=True)
+    # As bootstrap starts them (libvirtd under a subreaper, so destroys stay quick).
+    subprocess.run([str(START_DAEMONS)], check=True)
     deadline = time.monotonic() + 60
     while not _libvirt_answers():
         if time.monotonic() > deadline:
