@@ -156,16 +156,15 @@ def test_silent_stack_overflow_is_titled_from_the_vmcore_log(small: KernelArtifa
     assert result.kind == "bug", result
 
 
-def test_wedge_after_the_body_returned_is_a_hang(small: KernelArtifacts, tmp_path: Path
-                                                 ) -> None:
-    """The body starts the wedge in the background and returns at once, long before the
-    silence timeout: without the end-of-attempt liveness probe the attempt would end "not
-    reproduced" and a regression suite would pass on a wedged kernel."""
-    case = CaseSpec.from_marker("it::wedge::after-body", {
+def _probed_wedge(name: str, then: Callable[[Guest], object], tmp_path: Path
+                  ) -> AttemptResult:
+    """Every CPU wedged in the background, then ``then``. The silence timeout is longer than
+    the probe's deadline, so only a probe can call the hang; asserts what both cases share:
+    a HANG whose first events are the probe's finding and the NMI."""
+    case = CaseSpec.from_marker(f"it::wedge::{name}", {
         "kernel": SMALL,
         "guest": {"vcpus": VCPUS, "memory": "512M", "image": "tools"},
         "cmdline": {"nmi_watchdog": 0},
-        # Longer than the probe's deadline: the probe, not the silence, must notice.
         "silence_timeout": 300,
         "dump": None,
         "mode": "regression",
@@ -175,12 +174,22 @@ def test_wedge_after_the_body_returned_is_a_hang(small: KernelArtifacts, tmp_pat
     def body(guest: Guest) -> None:
         guest.sh(f"setsid sh -c {shlex.quote(WEDGE)} </dev/null >/dev/null 2>&1 &")
         guest.wait(5)  # the waiters are released together a moment later
+        then(guest)
 
     result, err = _one_attempt(case, body, tmp_path)
     assert err is None, err
     kinds = [e.kind for e in result.events]
     assert kinds[:2] == ["unresponsive", "nmi-injected"], kinds
     assert result.outcome is Outcome.HANG, result
+    return result
+
+
+def test_wedge_after_the_body_returned_is_a_hang(small: KernelArtifacts, tmp_path: Path
+                                                 ) -> None:
+    """The body starts the wedge in the background and returns at once, long before the
+    silence timeout: without the end-of-attempt liveness probe the attempt would end "not
+    reproduced" and a regression suite would pass on a wedged kernel."""
+    result = _probed_wedge("after-body", lambda guest: None, tmp_path)
     assert any("liveness probe" in n for n in result.notes), result.notes
 
 
@@ -189,26 +198,8 @@ def test_wedge_under_a_body_command_is_a_hang(small: KernelArtifacts, tmp_path: 
     """The body waits on a command the wedged guest never answers: a hang with its capture,
     not an infrastructure error (it was one, and a CFS storm that stalled a guest under TCG
     ended "infra-error" with no stack). The fresh probe that decides it gets no answer."""
-    case = CaseSpec.from_marker("it::wedge::under-command", {
-        "kernel": SMALL,
-        "guest": {"vcpus": VCPUS, "memory": "512M", "image": "tools"},
-        "cmdline": {"nmi_watchdog": 0},
-        "silence_timeout": 300,
-        "dump": None,
-        "mode": "regression",
-        "expect": {"kind": "hard-lockup"},
-    })
-
-    def body(guest: Guest) -> None:
-        guest.sh(f"setsid sh -c {shlex.quote(WEDGE)} </dev/null >/dev/null 2>&1 &")
-        guest.wait(5)
-        guest.sh("uname -r", timeout=10)
-
-    result, err = _one_attempt(case, body, tmp_path)
-    assert err is None, err
-    kinds = [e.kind for e in result.events]
-    assert kinds[:2] == ["unresponsive", "nmi-injected"], kinds
-    assert result.outcome is Outcome.HANG, result
+    result = _probed_wedge("under-command", lambda guest: guest.sh("uname -r", timeout=10),
+                           tmp_path)
     assert "after a command of the test body got none" in result.events[0].line
     assert any("stopped by an unresponsive guest: guest command 'uname -r'" in n
                for n in result.notes), result.notes
