@@ -8,11 +8,13 @@ and a scripted SSH whose calls time out or answer as the test says.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 import reprolab.run.liveness as liveness
+import reprolab.run.session as session
 from reprolab.console import Console
 from reprolab.detect.events import UNRESPONSIVE
 from reprolab.errors import InfraError
@@ -60,9 +62,8 @@ def _guest(tmp_path: Path, ssh: _Ssh) -> Guest:
 
 @pytest.fixture(autouse=True)
 def _short_probe(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(liveness, "PROBE_TIMEOUT_S", 0.3)
-    monkeypatch.setattr(liveness.probe_alive, "__kwdefaults__",
-                        {"timeout": 0.3, "after": "after the test body"})
+    # The real probe, with a deadline a unit test can wait out.
+    monkeypatch.setattr(session, "probe_alive", partial(liveness.probe_alive, timeout=0.3))
     # No console arrives here: the wait for a crash's report would only cost time.
     monkeypatch.setattr(Guest.crashed_during, "__defaults__", (0.1,))
 
