@@ -45,7 +45,7 @@ from reprolab.kernel.artifacts import stock_kernel
 from reprolab.proc import run
 from reprolab.replay import load_testcase
 from reprolab.run.session import Session
-from reprolab.run.snapshot import SnapshotSession
+from reprolab.run.snapshot import BOOT_LOG, SnapshotSession
 
 ROOT = Path(__file__).resolve().parent.parent
 CASE = ROOT / "testcases" / "test_sysrq_panic.py"
@@ -110,6 +110,7 @@ def run_mode(mode: str, image: str, attempts: int, artifacts: Path) -> dict[str,
     body = loaded.body()
     session = _session(mode, artifacts)
     durations: list[float] = []
+    restored: list[float] = []
     boots: list[float] = []
     dumps: list[float] = []
     infra_errors: list[str] = []
@@ -134,6 +135,8 @@ def run_mode(mode: str, image: str, attempts: int, artifacts: Path) -> dict[str,
                 time.sleep(5)
                 continue
             durations.append(time.monotonic() - t0)
+            if not (result.directory / BOOT_LOG).exists():
+                restored.append(durations[-1])  # no boot (and no save) in this attempt
             if result.boot_seconds is not None:
                 boots.append(result.boot_seconds)
             if result.vmcore_seconds is not None:
@@ -143,8 +146,9 @@ def run_mode(mode: str, image: str, attempts: int, artifacts: Path) -> dict[str,
         total = time.monotonic() - start
     finally:
         session.close()
-    # The snapshot run's first attempt pays the boot and the save; the others are restores.
-    steady = durations[1:] if mode == "snapshot" and len(durations) > 1 else durations
+    # A snapshot run's attempts that booted (and saved) a guest are not restores: the first,
+    # and the one that boots a second guest to restore while the first is being dumped.
+    steady = restored if mode == "snapshot" and restored else durations
     return {
         "mode": mode,
         "image": image,

@@ -8,6 +8,7 @@ longer, so the report's stack trace is complete before the domain is paused and 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -32,8 +33,10 @@ T = TypeVar("T")
 SETTLE_QUIET = 2.0
 SETTLE_MAX = 15.0
 #: Once the kernel can print no more (libvirt holds it crashed, or panic() printed its
-#: trailer), only bytes already on their way through QEMU's chardev can come: this long.
-SETTLE_DRAIN = 0.5
+#: trailer), only bytes already on their way through QEMU's chardev and libvirt's stream
+#: can come: they take milliseconds, this is many times that (it was 0.5 s, paid by every
+#: crashed attempt).
+SETTLE_DRAIN = 0.2
 #: The last line panic() prints; nothing follows it but the halt loop.
 _PANIC_TRAILER = "---[ end Kernel panic"
 
@@ -135,9 +138,9 @@ class Guest:
         self._check_state()
         return self.stop_reason()
 
-    def _check_state(self) -> None:
+    def _check_state(self, *, now_please: bool = False) -> None:
         now = time.monotonic()
-        if now - self._last_state_poll >= 0.5:
+        if now_please or now - self._last_state_poll >= 0.5:
             self._last_state_poll = now
             state = self.domain.state()
             if state.crashed:
@@ -261,11 +264,15 @@ class Guest:
         """After a fatal event, let the kernel finish printing its report."""
         start = time.monotonic()
         while time.monotonic() - start < SETTLE_MAX:
+            # libvirt's word that the guest stopped (pvpanic) ends the wait early: asked
+            # every round here, not every 0.5 s as while the guest runs.
+            with contextlib.suppress(InfraError):
+                self._check_state(now_please=True)
             quiet = SETTLE_DRAIN if self._done_printing() else SETTLE_QUIET
             if self.console.silence() >= quiet or self.console.eof:
                 break
             try:
-                self.poll(0.25)
+                self.poll(min(0.25, quiet))
             except InfraError:
                 break
         for ev in self._parser.close():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,31 +32,49 @@ from reprolab.virt.hostfiles import LocalFiles
 
 if TYPE_CHECKING:
     from reprolab.detect.report import CrashReport
+    from reprolab.run.evidence import Evidence
     from reprolab.run.session import Session
 
 log = logging.getLogger(__name__)
 
 
 def conclude(session: Session, case: CaseSpec, index: int, guest: Guest,
-             kernel: KernelArtifacts, started: float, notes: list[str]
-             ) -> tuple[AttemptResult, CrashReport | None]:
+             kernel: KernelArtifacts, started: float, notes: list[str], *,
+             may_defer: Callable[[bool], bool] | None = None
+             ) -> tuple[AttemptResult, CrashReport | None, Evidence | None]:
     """The attempt's result from its guest, once the body has returned or the guest died,
-    and the console's crash report it was judged on."""
+    the console's crash report it was judged on, and the evidence still to write.
+
+    ``may_defer(hit)``: whether the run goes on after an attempt that did (not) hit, so
+    the dump and triage may finish while the next attempt runs (:mod:`.evidence`). When
+    the console decides the verdict, they are then returned as an unstarted
+    :class:`Evidence`, with the result naming the files they will write.
+    """
     from reprolab.detect.report import parse_log
 
     # Pick up anything still in flight (a report may still be printing).
     with contextlib.suppress(InfraError):
         guest.poll(0.5)
-    vmcore, vmcore_seconds, dump_error = _after_fatal(session, case, index, guest, notes)
+    if guest.fatal_event is not None:
+        session.phase(case, index, guest.directory, Phase.CRASHED, guest,
+                      detail=guest.fatal_event.kind)
+        capture_hang(guest, notes)
+        guest.settle()
+    # A kernel built with the guess unwinder marks every frame "?"; without this its
+    # titles would name no frame at all.
+    report = parse_log(guest.console.log_path.read_bytes(),
+                       questionable_frames=kernel.config_value("UNWINDER_GUESS") == "y")
+    if may_defer is not None and case.dump is not None and not session.keep_guest:
+        deferred = _deferred(session, case, index, guest, kernel, started, notes, report,
+                             may_defer)
+        if deferred is not None:
+            return deferred
+    vmcore, vmcore_seconds, dump_error = _dump_fatal(session, case, index, guest, notes)
     if vmcore is not None and not session.keep_guest and l2_of(guest) is None:
         # Dumped: the guest's teardown overlaps the triage (an L2's console would end
         # with L1 and change its layer's state, so a nested guest goes down at close).
         guest.release()
     session.phase(case, index, guest.directory, Phase.TRIAGING, guest)
-    # A kernel built with the guess unwinder marks every frame "?"; without this its
-    # titles would name no frame at all.
-    report = parse_log(guest.console.log_path.read_bytes(),
-                       questionable_frames=kernel.config_value("UNWINDER_GUESS") == "y")
     dossier = None
     if vmcore is not None:
         # The verdict may need the dossier (the vmcore's log and stacks), so it is
@@ -81,19 +100,50 @@ def conclude(session: Session, case: CaseSpec, index: int, guest: Guest,
         fatal_kind=report.fatal_kind if report else None,
         hang_seconds=guest.hang_seconds if outcome is Outcome.HANG else None,
         matched_in=matched_in,
-    ), report
+    ), report, None
 
 
-def _after_fatal(session: Session, case: CaseSpec, index: int, guest: Guest,
-                 notes: list[str]) -> tuple[Path | None, float | None, str | None]:
-    """On a fatal event: the hang's NMI, the rest of the report, the dump."""
-    fatal = guest.fatal_event
-    if fatal is None:
-        return None, None, None
-    session.phase(case, index, guest.directory, Phase.CRASHED, guest, detail=fatal.kind)
-    capture_hang(guest, notes)
-    guest.settle()
-    if case.dump is None:
+def _deferred(session: Session, case: CaseSpec, index: int, guest: Guest,
+              kernel: KernelArtifacts, started: float, notes: list[str],
+              report: CrashReport | None,
+              may_defer: Callable[[bool], bool]
+              ) -> tuple[AttemptResult, CrashReport | None, Evidence] | None:
+    """The result judged on the console alone, and its evidence to write later; None when
+    the vmcore could change the verdict or the run stops after this attempt."""
+    from reprolab.run.evidence import NOTE, Evidence, console_decides
+
+    obs = observe(guest, report, None, [])
+    outcome = classify(case.expect, obs.seen)
+    hit = outcome is Outcome.REPRODUCED
+    if not console_decides(case, guest, report, reproduced=hit) or not may_defer(hit):
+        return None
+    matched_in = case.expect.found_in(obs.seen) if hit else None
+    session.phase(case, index, guest.directory, Phase.DUMPING, guest,
+                  detail="after the verdict, while the next attempt runs")
+    session.phase(case, index, guest.directory, Phase.TRIAGING, guest)
+    conclude_attempt(guest, None, notes)
+    if report is not None:
+        _write_report(guest.directory, report)
+    notes.append(NOTE)
+    seen = obs.seen
+    suffix = "elf" if case.dump == "elf" else "kdump"
+    result = AttemptResult(
+        case=case.name, index=index, outcome=outcome, directory=guest.directory,
+        accel=session.accel.accel, title=seen.title, kind=seen.kind, frame=seen.frame,
+        signature=obs.signature, events=tuple(guest.events),
+        vmcore=guest.directory / f"vmcore.{suffix}", dossier=guest.directory / "report.json",
+        boot_seconds=guest.boot_seconds, duration=time.monotonic() - started,
+        notes=tuple(notes), stuck_in=report.stuck_in if report else None,
+        fatal_title=report.fatal_title if report else None,
+        fatal_kind=report.fatal_kind if report else None, matched_in=matched_in,
+    )
+    return result, report, Evidence(session, case, guest, kernel, report, matched_in)
+
+
+def _dump_fatal(session: Session, case: CaseSpec, index: int, guest: Guest,
+                notes: list[str]) -> tuple[Path | None, float | None, str | None]:
+    """After a fatal event, when the case asks for a vmcore: the dump."""
+    if guest.fatal_event is None or case.dump is None:
         return None, None, None
     session.phase(case, index, guest.directory, Phase.DUMPING, guest)
     vmcore, seconds, dump_error = dump(session, case, guest)

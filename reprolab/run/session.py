@@ -45,6 +45,7 @@ from reprolab.virt.scratch import ReapedScratch, claim, reap_scratch
 if TYPE_CHECKING:
     from reprolab.detect.report import CrashReport
     from reprolab.image.build import GuestImage
+    from reprolab.run.evidence import Evidence
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,11 @@ class Session:
         #: reaps QEMU late: scripts/start-daemons.sh) run on while the next attempt boots;
         #: :meth:`close` waits for every one. Off by default for callers that look for the
         #: domain in libvirt right after an attempt.
+        #: With it too, a crashed guest whose console decided the verdict is dumped and
+        #: triaged while the next attempt runs (:mod:`reprolab.run.evidence`).
         self.overlap_teardown = overlap_teardown
         self._teardowns: list[threading.Thread] = []
+        self._evidence: list[Evidence] = []
         self.artifacts = artifacts
         self.keep_guest = keep_guest
         self.kernel_override = kernel_override
@@ -130,9 +134,34 @@ class Session:
         return self._accel
 
     def finish_teardowns(self) -> None:
-        """Wait for every destroy an attempt left running (see ``overlap_teardown``)."""
+        """Wait for every dump, triage and destroy an attempt left running (see
+        ``overlap_teardown``); the crash hook hears of each attempt once its files are on
+        disk."""
+        self._finish_evidence(wait=True)
         while self._teardowns:
             self._teardowns.pop().join()
+
+    def _finish_evidence(self, *, wait: bool, domain: str | None = None) -> None:
+        for evidence in list(self._evidence):
+            if domain is not None and evidence.guest.domain.name != domain:
+                continue
+            if wait or evidence.done():
+                self._evidence.remove(evidence)
+                evidence.finish(self.on_crash)
+
+    def busy(self, domain: str) -> bool:
+        """Is a dump, triage or destroy of an earlier attempt still holding ``domain``?"""
+        return (any(e.guest.domain.name == domain and not e.done() for e in self._evidence)
+                or any(t.name == f"teardown-{domain}" and t.is_alive()
+                       for t in self._teardowns))
+
+    def finish_domain(self, domain: str) -> None:
+        """Wait until nothing an earlier attempt left running holds ``domain`` (a restore
+        under the same name needs it gone)."""
+        self._finish_evidence(wait=True, domain=domain)
+        for thread in [t for t in self._teardowns if t.name == f"teardown-{domain}"]:
+            thread.join()
+            self._teardowns.remove(thread)
 
     def close(self) -> None:
         self.finish_teardowns()
@@ -272,6 +301,7 @@ class Session:
         Infrastructure errors become an ``infra-error`` result, never a kernel verdict; a
         body that fails because the kernel crashed under it is a kernel result.
         """
+        self._finish_evidence(wait=False)  # the crash hook of earlier attempts, if done
         directory = self.attempt_dir(case, index)
         self.phase(case, index, directory, Phase.BUILDING)
         at = _Attempt(case, index, directory, self.accel.accel,
@@ -295,15 +325,21 @@ class Session:
         start_sampling(guest)  # L0: the host's per-vCPU thread times, on the timeline
         self.phase(case, index, directory, Phase.RUNNING, guest)
         concluded = False
+        evidence: Evidence | None = None
         try:
             body_error, infra_error = run_body(guest, body, at.notes)
             if body_error is None and infra_error is None:
                 probe_alive(guest, at.notes)
-            result, report, concluded = self._finish(at, guest, kernel, infra_error)
+            result, report, concluded, evidence = self._finish(at, guest, kernel, infra_error)
+        except BaseException:
+            evidence = None  # never started: the guest goes now
+            raise
         finally:  # whatever happened (Ctrl-C in the body or the dump too): no guest left,
-            # unless --keep-guest asked for one that reached its verdict
-            pending = guest.close(keep=self.keep_guest and concluded, serial_log=serial,
-                                  files=self.files, defer_teardown=self.overlap_teardown)
+            # unless --keep-guest asked for one that reached its verdict, or its evidence
+            # (which destroys it once dumped) is still to be written
+            pending = guest.close(keep=(self.keep_guest and concluded) or evidence is not None,
+                                  serial_log=serial, files=self.files,
+                                  defer_teardown=self.overlap_teardown)
             self._teardowns = [t for t in self._teardowns if t.is_alive()]
             if pending is not None:
                 self._teardowns.append(pending)
@@ -312,7 +348,10 @@ class Session:
         result = replace(result, started_at=at.started_at,
                          notes=(*result.notes, *guest.notes, *self._console_notes(guest)))
         result = record_attempt(result)
-        if self.on_crash is not None and guest.fatal_event is not None:
+        if evidence is not None:
+            evidence.start(result)
+            self._evidence.append(evidence)
+        elif self.on_crash is not None and guest.fatal_event is not None:
             # After the files are written: a lab's hook may upload them.
             self.on_crash(result, report)
         self.phase(case, index, directory, Phase.DONE, guest, detail=str(result.outcome))
@@ -320,17 +359,22 @@ class Session:
 
     def _finish(self, at: _Attempt, guest: Guest, kernel: KernelArtifacts,
                 infra_error: InfraError | None
-                ) -> tuple[AttemptResult, CrashReport | None, bool]:
+                ) -> tuple[AttemptResult, CrashReport | None, bool, Evidence | None]:
         """The result once the body is done (infrastructure's, or the concluded kernel's),
-        its crash report, and whether it was concluded."""
+        its crash report, whether it was concluded, and its evidence still to write."""
         if infra_error is not None:
-            return self._infra(at, infra_error), None, False
+            return self._infra(at, infra_error), None, False, None
+        case, index = at.case, at.index
+
+        def may_defer(hit: bool) -> bool:
+            return self.overlap_teardown and index < case.attempts and not case.stops_after(hit)
+
         try:
-            result, report = self._conclude(at.case, at.index, guest, kernel, at.started,
-                                            at.notes)
+            result, report, evidence = self._conclude(case, index, guest, kernel, at.started,
+                                                      at.notes, may_defer)
         except InfraError as exc:
-            return self._infra(at, exc), None, False
-        return result, report, True
+            return self._infra(at, exc), None, False, None
+        return result, report, True, evidence
 
     def _infra(self, at: _Attempt, exc: InfraError | UserError) -> AttemptResult:
         if isinstance(exc, InfraError):
@@ -360,10 +404,11 @@ class Session:
         guest.console.add_observer(observe)
 
     def _conclude(self, case: CaseSpec, index: int, guest: Guest, kernel: KernelArtifacts,
-                  started: float, notes: list[str]) -> tuple[AttemptResult, CrashReport | None]:
+                  started: float, notes: list[str], may_defer: Callable[[bool], bool]
+                  ) -> tuple[AttemptResult, CrashReport | None, Evidence | None]:
         from reprolab.run.conclude import conclude
 
-        return conclude(self, case, index, guest, kernel, started, notes)
+        return conclude(self, case, index, guest, kernel, started, notes, may_defer=may_defer)
 
     @staticmethod
     def _console_notes(guest: Guest) -> list[str]:

@@ -55,6 +55,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BOOT_LOG = "boot-console.log"
+#: Saved guests per kind, at most: one restored while the other's evidence is written.
+POOL_SIZE = 2
+#: Attempts still to come for a second boot to pay (see ``SnapshotSession._another_pays``).
+SECOND_GUEST_AFTER = 4
 
 
 @dataclass
@@ -80,8 +84,13 @@ class SnapshotSession(Session):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._saved: dict[str, SavedGuest] = {}
+        #: Saved guests per (kernel, image, guest options): a second is booted and saved
+        #: when the first is still being dumped (``overlap_teardown``) and enough attempts
+        #: remain to repay a boot; attempts then alternate between the two.
+        self._saved: dict[str, list[SavedGuest]] = {}
         self._live: dict[str, Domain] = {}
+        self._attempt_index = 0
+        self._used: dict[str, int] = {}  # saved guest -> the attempt that last restored it
         self.restores = 0
         self.restore_seconds: list[float] = []
 
@@ -95,15 +104,25 @@ class SnapshotSession(Session):
         if image.disk is not None and not isinstance(self.files, LocalFiles):
             # The overlay lives on the lab host: no copy of it to restore from here.
             return super().boot(case, directory, kernel, image)
-        key = self._key(case, kernel, image)
-        saved = self._saved.get(key)
-        if saved is None:
-            guest, serial = super().boot(case, directory, kernel, image)
-            if not guest.ready or guest.fatal_event is not None:
-                return guest, serial  # died while booting: a verdict, nothing to save
-            saved = self._save(guest, serial, directory, image)
-            self._saved[key] = saved
+        pool = self._saved.setdefault(self._key(case, kernel, image), [])
+        free = [saved for saved in pool if not self.busy(saved.name)]
+        if free or (pool and not self._another_pays(case, pool)):
+            # The guest used longest ago: free, or (when none is) the nearest to done.
+            oldest = min(free or pool, key=lambda saved: self._used.get(saved.name, -1))
+            return self._restore(case, directory, oldest, image)
+        guest, serial = super().boot(case, directory, kernel, image)
+        if not guest.ready or guest.fatal_event is not None:
+            return guest, serial  # died while booting: a verdict, nothing to save
+        saved = self._save(guest, serial, directory, image)
+        pool.append(saved)
         return self._restore(case, directory, saved, image)
+
+    def _another_pays(self, case: CaseSpec, pool: list[SavedGuest]) -> bool:
+        """Boot a second guest to restore while the first is dumped? A boot (7 s here)
+        costs about what waiting for four dumps and triages (1.7 s each) does, so only
+        with more attempts than that still to come."""
+        return (len(pool) < POOL_SIZE and self.overlap_teardown
+                and case.attempts - self._attempt_index >= SECOND_GUEST_AFTER)
 
     def _save(self, guest: Guest, serial: Path, directory: Path, image: GuestImage
               ) -> SavedGuest:
@@ -142,9 +161,11 @@ class SnapshotSession(Session):
 
     def _restore(self, case: CaseSpec, directory: Path, saved: SavedGuest,
                  image: GuestImage) -> tuple[Guest, Path]:
-        # The saved name is the only one libvirt restores under: the last attempt's
-        # destroy must be over first, even when the session lets destroys overlap boots.
-        self.finish_teardowns()
+        # The saved name is the only one libvirt restores under: the dump and destroy of
+        # the last attempt on it must be over first, even when the session lets them
+        # overlap the next attempt.
+        self.finish_domain(saved.name)
+        self._used[saved.name] = self._attempt_index
         stale = self._live.pop(saved.name, None)
         if stale is not None:
             stale.destroy()
@@ -194,7 +215,7 @@ class SnapshotSession(Session):
         for domain in self._live.values():
             domain.destroy()
         self._live.clear()
-        for saved in self._saved.values():
+        for saved in (saved for pool in self._saved.values() for saved in pool):
             with contextlib.suppress(OSError):
                 saved.path.unlink()
             with contextlib.suppress(OSError):
@@ -203,3 +224,8 @@ class SnapshotSession(Session):
                 frozen.unlink(missing_ok=True)
         self._saved.clear()
         super().close()
+
+    def run_attempt(self, case: CaseSpec, index: int, body: Any
+                    ) -> tuple[Any, BaseException | None]:
+        self._attempt_index = index
+        return super().run_attempt(case, index, body)

@@ -1,10 +1,12 @@
-"""kdump-compressed dumps (libvirt's ``kdump-zlib``) turned into ELF cores drgn can read.
+"""kdump-compressed dumps (libvirt's ``kdump-zlib``): their header, notes and an ELF rewrite.
 
 drgn reads kdump files through libkdumpfile, which cannot name the architecture of the dumps
 QEMU writes (its header carries only ``utsname.machine``), and QEMU writes them in
-makedumpfile's flattened stream format besides. Rather than lose the dossier, the pages are
-decompressed into a sparse ELF core laid out like QEMU's own ELF dumps (physical PT_LOADs,
-the dump's notes, VMCOREINFO included), which every other reader here handles.
+makedumpfile's flattened stream format besides. Once unflattened, drgn opens them when told
+the platform (:func:`machine` gives what the header says), decompressing only the pages it
+reads: 0.04 s against 0.5 s to rewrite a 512 MiB guest's dump. When that fails, the pages
+are decompressed into a sparse ELF core laid out like QEMU's own ELF dumps (physical
+PT_LOADs, the dump's notes, VMCOREINFO included), which every other reader here handles.
 """
 
 from __future__ import annotations
@@ -30,6 +32,42 @@ def is_kdump(path: Path) -> bool:
             return f.read(8) in _KDUMP_SIGS
     except OSError:
         return False
+
+
+#: Offset of ``utsname.machine`` in the kdump header: signature, version, then utsname's
+#: sysname, nodename, release and version (65 bytes each).
+_MACHINE_OFF, _UTS_LEN = 12 + 4 * 65, 65
+
+
+def machine(path: Path) -> str:
+    """The architecture the header names (``x86_64``), or "" when it names none."""
+    with path.open("rb") as f:
+        head = f.read(_MACHINE_OFF + _UTS_LEN)
+    return head[_MACHINE_OFF:].split(b"\0", 1)[0].decode("ascii", errors="replace")
+
+
+def notes(path: Path) -> bytes:
+    """The ELF notes the dump carries (NT_PRSTATUS per CPU, VMCOREINFO); b"" if unreadable."""
+    try:
+        with path.open("rb") as f:
+            block, sub_blocks, _bitmaps, _max = _layout(f.read(4096), path)
+            f.seek(block)
+            note_off, note_size = struct.unpack_from("<QQ", f.read(block * max(sub_blocks, 1)),
+                                                     48)
+            if note_size >= 1 << 24:
+                return b""
+            f.seek(note_off)
+            return f.read(note_size)
+    except (OSError, struct.error, UserError):
+        return b""
+
+
+def _layout(head: bytes, src: Path) -> tuple[int, int, int, int]:
+    block, sub_blocks, bitmap_blocks, max_mapnr = struct.unpack_from("<IIII", head, 428)
+    if (block not in (4096, 8192, 16384, 65536) or not bitmap_blocks
+            or bitmap_blocks * block > 1 << 30 or sub_blocks > 64):
+        raise UserError(f"{src}: kdump header has an unexpected layout")
+    return block, sub_blocks, bitmap_blocks, max_mapnr
 
 
 def _runs(pfns: list[int]) -> list[tuple[int, int]]:
@@ -66,16 +104,12 @@ def kdump_to_elf(src: Path, dst: Path) -> None:
 
 def _convert(src: Path, dst: Path) -> None:
     with src.open("rb") as f:
-        head = f.read(4096)
-        block, sub_blocks, bitmap_blocks, max_mapnr = struct.unpack_from("<IIII", head, 428)
-        if (block not in (4096, 8192, 16384, 65536) or not bitmap_blocks
-                or bitmap_blocks * block > 1 << 30 or sub_blocks > 64):
-            raise UserError(f"{src}: kdump header has an unexpected layout")
+        block, sub_blocks, bitmap_blocks, max_mapnr = _layout(f.read(4096), src)
         f.seek(block)
         sub = f.read(block * max(sub_blocks, 1))
         note_off, note_size = struct.unpack_from("<QQ", sub, 48)
         f.seek(note_off)
-        notes = f.read(note_size) if note_size < 1 << 24 else b""
+        note_data = f.read(note_size) if note_size < 1 << 24 else b""
         f.seek(block * (1 + sub_blocks))
         bitmaps = f.read(block * bitmap_blocks)
         dumped_map = bitmaps[len(bitmaps) // 2 :]
@@ -90,7 +124,7 @@ def _convert(src: Path, dst: Path) -> None:
             raise UserError(f"{src}: truncated: {len(pfns)} pages in its bitmap, "
                             f"{len(descs) // _PAGE_DESC.size} page descriptors")
         phnum = 1 + len(runs)
-        data_off = _EHDR_SIZE + _PHDR.size * phnum + len(notes)
+        data_off = _EHDR_SIZE + _PHDR.size * phnum + len(note_data)
         data_off += -data_off % block
         with dst.open("wb") as out:
             ehdr = bytearray(_EHDR_SIZE)
@@ -98,14 +132,14 @@ def _convert(src: Path, dst: Path) -> None:
             struct.pack_into("<HHIQQQIHHHHHH", ehdr, 16, 4, 62, 1, 0, _EHDR_SIZE, 0, 0,
                              _EHDR_SIZE, _PHDR.size, phnum, 0, 0, 0)
             out.write(ehdr)
-            out.write(_PHDR.pack(4, 0, _EHDR_SIZE + _PHDR.size * phnum, 0, 0, len(notes),
-                                 len(notes), 0))
+            out.write(_PHDR.pack(4, 0, _EHDR_SIZE + _PHDR.size * phnum, 0, 0, len(note_data),
+                                 len(note_data), 0))
             offset = data_off
             for first, count in runs:
                 size = count * block
                 out.write(_PHDR.pack(1, 0, offset, 0, first * block, size, size, 0))
                 offset += size
-            out.write(notes)
+            out.write(note_data)
             zero = bytes(block)
             # QEMU writes the zero page once and points every zero page's descriptor at it:
             # a descriptor seen to hold zeros is skipped without a read (most of a guest).

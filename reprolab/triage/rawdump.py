@@ -102,8 +102,13 @@ def check_elf(path: Path) -> None:
 
 
 def prstatus_notes(path: Path) -> list[CpuRegs]:
-    """Per-CPU registers from an ELF core's NT_PRSTATUS notes, in CPU order."""
+    """Per-CPU registers from the NT_PRSTATUS notes of an ELF core or a (plain) kdump file,
+    in CPU order."""
+    from reprolab.triage import kdump
+
     out: list[CpuRegs] = []
+    if kdump.is_kdump(path):
+        return _parse_notes(kdump.notes(path), 0)
     try:
         for data in note_segments(path, max_size=64 * 1024 * 1024):
             out.extend(_parse_notes(data, len(out)))

@@ -12,6 +12,7 @@ that section (recorded under ``errors``), never the dossier.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -41,10 +42,31 @@ def _drgn() -> Any:
     return drgn
 
 
+#: drgn's name for the architecture a kdump header names (libkdumpfile cannot tell it).
+_KDUMP_ARCHES = {"x86_64": "X86_64", "aarch64": "AARCH64", "ppc64le": "PPC64",
+                 "s390x": "S390X", "riscv64": "RISCV64"}
+
+
+def _platform(vmcore: Path) -> Any:
+    """The platform of a plain kdump file, for drgn (None: an ELF core names its own)."""
+    if not kdump.is_kdump(vmcore):
+        return None
+    drgn = _drgn()
+    arch = _KDUMP_ARCHES.get(kdump.machine(vmcore))
+    if arch is None:
+        raise UserError(f"{vmcore}: kdump header names no architecture drgn knows "
+                        f"({kdump.machine(vmcore)!r})")
+    flags = drgn.PlatformFlags.IS_64_BIT
+    if arch != "S390X":
+        flags |= drgn.PlatformFlags.IS_LITTLE_ENDIAN
+    return drgn.Platform(getattr(drgn.Architecture, arch), flags)
+
+
 def _open(vmcore: Path) -> Any:
     rawdump.check_elf(vmcore)
     drgn = _drgn()
-    prog = drgn.Program()
+    platform = _platform(vmcore)
+    prog = drgn.Program(platform) if platform is not None else drgn.Program()
     try:
         prog.set_core_dump(str(vmcore))
     except Exception as exc:
@@ -334,9 +356,19 @@ def _build_any(vmcore: Path, vmlinux: Path | None, console_report: CrashReport |
             if fmt == "kdump-flattened":
                 plain = Path(tmp) / "vmcore.kdump"
                 rawdump.unflatten(vmcore, plain)
-            elf = keep_elf or Path(tmp) / "vmcore.elf"
-            kdump.kdump_to_elf(plain, elf)
-            dossier = _build(elf, vmlinux, console_report, lookup)
+            dossier = None
+            if keep_elf is None:
+                # Read in place: drgn decompresses only the pages it reads.
+                with contextlib.suppress(UserError):
+                    dossier = _build(plain, vmlinux, console_report, lookup,
+                                     prog=_open(plain))
+            if dossier is None:
+                elf = keep_elf or Path(tmp) / "vmcore.elf"
+                kdump.kdump_to_elf(plain, elf)
+                dossier = _build(elf, vmlinux, console_report, lookup)
+                dossier["read_as"] = "elf rewrite"
+            else:
+                dossier["read_as"] = "kdump"
     else:
         dossier = _build(vmcore, vmlinux, console_report, lookup)
     dossier["vmcore"], dossier["format"] = str(vmcore), fmt
@@ -344,9 +376,10 @@ def _build_any(vmcore: Path, vmlinux: Path | None, console_report: CrashReport |
 
 
 def _build(vmcore: Path, vmlinux: Path | None,
-           console_report: CrashReport | None, lookup: bool = True) -> dict[str, Any]:
+           console_report: CrashReport | None, lookup: bool = True, *,
+           prog: Any = None) -> dict[str, Any]:
     try:
-        prog = _open(vmcore)
+        prog = prog if prog is not None else _open(vmcore)
     except rawdump.NotAVmcore:
         raise
     except UserError as exc:

@@ -46,9 +46,12 @@ def test_run_attempts_progress_summary_tidy_and_dumps_that_open(tmp_path: Path) 
         n = int(a.name.split("-")[1])
         assert f"test_sysrq_panic #{n}: started; attempt dir {a}" in text
         assert f"test_sysrq_panic #{n}: booting; live console {a / 'console.log'}" in text
-        for phase in ("running at", "crashed (", "dumping at", "triaging at",
-                      "done in"):
+        for phase in ("running at", "crashed (", "dumping", "triaging at", "done in"):
             assert f"test_sysrq_panic #{n}: {phase}" in text, phase
+    # The first attempt's dump and dossier were written while the second ran (the console
+    # decided its verdict); the last one's are written before its verdict.
+    assert "test_sysrq_panic #1: dumping (after the verdict, while the next attempt runs)" in text
+    assert "test_sysrq_panic #2: dumping at" in text
     # One verdict summary: the table, not the plugin's section as well.
     assert text.count("reprolab verdicts") == 1
     assert "short test summary" not in text

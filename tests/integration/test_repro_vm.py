@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from vmtools import domain_name, our_domains
+
+from reprolab.run.evidence import NOTE as EVIDENCE_NOTE
 
 ROOT = Path(__file__).resolve().parents[2]
 CASE = ROOT / "testcases" / "test_sysrq_panic.py"
@@ -35,9 +38,14 @@ def test_repro_with_snapshot_restore_then_replay(tmp_path: Path) -> None:
     for restored in attempts[1:]:
         info = json.loads((restored / "snapshot.json").read_text())
         assert info["restore_seconds"] > 0
-    for attempt in attempts:
+    for n, attempt in enumerate(attempts, 1):
         result = json.loads((attempt / "result.json").read_text())
         assert result["outcome"] == "reproduced"
+        # Attempts 1 and 2 were dumped and triaged while the next one ran; every one has
+        # its vmcore and dossier on disk, read by drgn in place.
+        assert Path(result["vmcore"]).is_file() and Path(result["dossier"]).is_file()
+        assert json.loads(Path(result["dossier"]).read_text())["read_as"] == "kdump"
+        assert (EVIDENCE_NOTE in result["notes"]) == (n < 3), result["notes"]
         bundle = json.loads((attempt / "bundle" / "bundle.json").read_text())
         assert bundle["kernel"] == {"source": "stock"}
         assert bundle["testcase"].endswith("::test_sysrq_panic")
@@ -77,3 +85,37 @@ def test_restored_guest_is_tagged_and_destroyed_on_close(tmp_path: Path) -> None
     assert len(tags) == 2 and tags[0][0] == tags[1][0]
     assert all(tag is not None and tag.test == loaded.case.name for _, tag in tags)
     assert tags[0][0] not in our_domains()
+
+
+@pytest.mark.vm
+def test_restores_alternate_between_two_guests_while_one_is_dumped(tmp_path: Path) -> None:
+    """With attempts enough to repay a second boot, the second attempt boots and saves a
+    second guest (the first is still being dumped); then restores alternate between the
+    two, each attempt's evidence finishing while the next runs. Nothing is lost: every
+    attempt ends with its vmcore and dossier, the crash hook hears of each only once they
+    are on disk, and no guest is left."""
+    from reprolab.replay import load_testcase
+    from reprolab.run.snapshot import BOOT_LOG, SnapshotSession
+
+    loaded = load_testcase(str(CASE))
+    case = loaded.case.with_overrides(attempts=6, until="all")
+    session = SnapshotSession(artifacts=tmp_path / "artifacts", overlap_teardown=True)
+    heard: list[tuple[int, bool]] = []
+    session.on_crash = lambda result, _report: heard.append(
+        (result.index, result.vmcore is not None and result.vmcore.is_file()
+         and result.dossier is not None and result.dossier.is_file()))
+    try:
+        results = [session.run_attempt(case, index, loaded.body())[0]
+                   for index in range(1, 7)]
+    finally:
+        session.close()
+    assert [r.outcome.value for r in results] == ["reproduced"] * 6
+    booted = [(r.directory / BOOT_LOG).exists() for r in results]
+    assert booted == [True, True, False, False, False, False]
+    names = [domain_name(r.directory) for r in results]
+    assert len(set(names)) == 2 and all(a != b for a, b in itertools.pairwise(names))
+    assert sorted(heard) == [(n, True) for n in range(1, 7)]
+    for r in results:
+        final = json.loads((r.directory / "result.json").read_text())
+        assert Path(final["vmcore"]).is_file() and Path(final["dossier"]).is_file()
+    assert not set(names) & set(our_domains())

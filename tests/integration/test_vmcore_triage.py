@@ -23,7 +23,7 @@ from reprolab.errors import UserError
 from reprolab.kernel.artifacts import stock_image
 from reprolab.paths import cache_root, runtime_root
 from reprolab.proc import run
-from reprolab.triage.vmcore import elf_build_id, write_dossier
+from reprolab.triage.vmcore import build_dossier, elf_build_id, write_dossier
 
 pytestmark = pytest.mark.vm
 
@@ -244,7 +244,16 @@ def test_kdump_zlib_dump_is_read_like_an_elf_one(workdir: Path, tmp_path: Path) 
     assert d["format"] in ("kdump", "kdump-flattened")
     assert d["panic_message"] == "sysrq triggered crash"
     assert any(any("sysrq_handle_crash" in f for f in c["stack"]) for c in d["cpus"])
-    assert not list(tmp_path.glob("*.elf"))  # the drgn conversion is temporary
+    assert not list(tmp_path.glob("*.elf"))  # no ELF rewrite left behind
+    # drgn read the kdump file in place (told its platform); the ELF rewrite, kept on
+    # request, gives the same dossier.
+    assert d["read_as"] == "kdump"
+    elf = tmp_path / "kept" / "vmcore.elf"
+    elf.parent.mkdir()
+    rewritten = build_dossier(vmcore, vmlinux, keep_elf=elf)
+    assert rewritten["read_as"] == "elf rewrite" and elf.is_file()
+    for key in ("cpus", "dmesg_tail", "panic_message", "panic_cpu", "runqueues", "errors"):
+        assert d.get(key) == rewritten.get(key), key
     # crash reads the same file as it is (Debian's crash 8.0.2 handles stock 6.1 dumps).
     if shutil.which("crash") is None:
         pytest.skip("crash is not installed (apt-get install crash)")

@@ -142,3 +142,46 @@ def test_the_session_waits_for_every_overlapped_teardown(tmp_path: Path) -> None
         session._teardowns.append(t)
     session.close()
     assert sorted(done) == [0, 1]
+
+
+def test_libvirt_is_asked_at_once_whether_the_guest_stopped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the guest runs its state is asked every 0.5 s; once it died, at every round of
+    the wait, so pvpanic's stop ends the wait as soon as libvirt reports it."""
+    import time
+
+    guest, domain = _guest(tmp_path, monkeypatch)
+    guest._last_state_poll = time.monotonic()  # just asked: the running-guest throttle holds
+    domain.now = DomainState("crashed", "panicked")
+    guest.settle()
+    assert guest.seen(PVPANIC)
+    assert guest.console.reads == 0  # type: ignore[attr-defined]
+
+
+def _case(expect: dict[str, str]) -> object:
+    from reprolab.case import CaseSpec
+
+    return CaseSpec.from_marker("t", {"expect": expect, "attempts": 3, "until": "all"})
+
+
+def test_only_a_complete_console_report_lets_the_evidence_wait(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dump and triage may finish after the verdict only when nothing in them can change
+    it: a fatal report on the console, no hang, no frame left to find in a stack."""
+    from reprolab.detect.report import parse_log
+    from reprolab.run.evidence import console_decides
+
+    guest, _ = _guest(tmp_path, monkeypatch)
+    guest.console._record(TRAILER)
+    report = parse_log(PANIC + TRAILER)
+    assert report is not None and report.fatal
+    title = _case({"title": "kernel panic: sysrq triggered crash"})
+    in_stack = _case({"in_stack": "double_rq_lock"})
+    assert console_decides(title, guest, report, reproduced=True)  # type: ignore[arg-type]
+    assert console_decides(title, guest, report, reproduced=False)  # type: ignore[arg-type]
+    # A frame the console did not show may be in a vmcore stack: the dump decides.
+    assert not console_decides(in_stack, guest, report, reproduced=False)  # type: ignore[arg-type]
+    assert console_decides(in_stack, guest, report, reproduced=True)  # type: ignore[arg-type]
+    assert not console_decides(title, guest, None, reproduced=False)  # type: ignore[arg-type]
+    guest.nmi_position = 10  # the harness's NMI made it speak: a hang, stacks from the dump
+    assert not console_decides(title, guest, report, reproduced=True)  # type: ignore[arg-type]

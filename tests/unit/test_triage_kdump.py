@@ -121,3 +121,46 @@ def test_cut_page_descriptors_are_a_user_error(tmp_path: Path) -> None:
     src.write_bytes(_kdump(pages, b"")[: 3 * BLOCK + 24])  # one descriptor of two
     with pytest.raises(UserError, match="truncated"):
         kdump_to_elf(src, tmp_path / "out.elf")
+
+
+def _prstatus(pid: int, rip: int) -> bytes:
+    desc = bytearray(112 + 27 * 8 + 8)
+    struct.pack_into("<i", desc, 32, pid)
+    struct.pack_into("<Q", desc, 112 + 16 * 8, rip)  # pr_reg.rip
+    name = b"CORE\0"
+    note = struct.pack("<III", len(name), len(desc), 1) + name + b"\0" * (-len(name) % 4)
+    return note + bytes(desc)
+
+
+def test_header_names_machine_and_notes_give_each_cpu(tmp_path: Path) -> None:
+    """What drgn is told to read a kdump file in place: its architecture and registers."""
+    from reprolab.triage import kdump
+
+    src = tmp_path / "dump.kdump"
+    src.write_bytes(_kdump({1: b"\xaa" * BLOCK}, _prstatus(7, 0xFFFF1) + _prstatus(8, 0xFFFF2)))
+    assert kdump.machine(src) == "x86_64"
+    cpus = rawdump.prstatus_notes(src)
+    assert [(c.cpu, c.pid, c.ip) for c in cpus] == [(0, 7, 0xFFFF1), (1, 8, 0xFFFF2)]
+    src.write_bytes(b"KDUMP   " + bytes(600))  # a bad layout: no notes, no exception
+    assert kdump.notes(src) == b"" and rawdump.prstatus_notes(src) == []
+
+
+def test_dump_drgn_cannot_open_in_place_is_rewritten_as_elf(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No VMCOREINFO: drgn refuses the kdump file as it is, so the ELF rewrite is tried
+    next (and refused the same way: the dossier's error names the dump)."""
+    from reprolab.triage import kdump
+    from reprolab.triage.vmcore import build_dossier
+
+    rewritten: list[Path] = []
+
+    def spy(src: Path, dst: Path) -> None:
+        rewritten.append(dst)
+        kdump_to_elf(src, dst)
+
+    monkeypatch.setattr(kdump, "kdump_to_elf", spy)
+    src = tmp_path / "dump.kdump"
+    src.write_bytes(_kdump({1: b"\xaa" * BLOCK}, _prstatus(7, 0xFFFF1)))
+    with pytest.raises(UserError, match="not of a Linux kernel"):
+        build_dossier(src, None, lookup=False)
+    assert len(rewritten) == 1 and not rewritten[0].exists()  # tried, and not left behind
