@@ -54,4 +54,7 @@ def pytest_reprolab_backend(config: pytest.Config, uri: str) -> Any:
     failure or None)``, ``check_expectation(case)``, ``close()``, the attributes ``uri``,
     ``artifacts`` (a Path), ``reaped`` (a list) and ``portable_bundles``, and an ``on_crash``
     attribute it calls as ``on_crash(attempt, report)`` after an attempt with a fatal event.
+    Optionally ``finish_evidence()`` and ``final(attempt)``: the plugin then waits, before
+    the test reports, for vmcores and dossiers written after their attempts' verdicts, and
+    records each attempt as its files finally say.
     """

@@ -14,6 +14,7 @@ machinery are imported only then. Labs extend it through the hooks in
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 from pathlib import Path
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from reprolab.case import CaseSpec
     from reprolab.guest.handle import Guest
     from reprolab.hosts import HostPool
+    from reprolab.run.loop import CaseRun
     from reprolab.run.record import CaseResult
     from reprolab.run.session import Session
 
@@ -309,6 +311,7 @@ def _run_case(pyfuncitem: pytest.Function, case: CaseSpec, session: Session) -> 
     session.on_crash = crashed
     try:
         run = run_case(session, case, body, on_attempt=finished)
+        run = _with_evidence(session, run)
     except CaseInterrupted as exc:
         # Ctrl-C: the run stops, but results.jsonl says this case was interrupted.
         append_result(session.artifacts, exc.case_result, host=session.uri, interrupted=True)
@@ -321,6 +324,17 @@ def _run_case(pyfuncitem: pytest.Function, case: CaseSpec, session: Session) -> 
         pytest.fail(message, pytrace=False)
     pyfuncitem.stash[_BODY_ERRORS_KEY] = list(run.body_errors)
     return run.result
+
+
+def _with_evidence(session: Any, run: CaseRun) -> CaseRun:
+    """Attempts dumped while the next one ran: their files (and crash hooks) belong to this
+    test, before it reports. (A backend without ``finish_evidence`` wrote them in time.)"""
+    finish = getattr(session, "finish_evidence", None)
+    if finish is None:
+        return run
+    finish()
+    attempts = tuple(session.final(a) for a in run.result.attempts)
+    return dataclasses.replace(run, result=dataclasses.replace(run.result, attempts=attempts))
 
 
 def _record(item: pytest.Function, result: CaseResult, session: Session) -> None:

@@ -154,7 +154,8 @@ def main(args: argparse.Namespace) -> int:
         with show_progress():
             run_case(session, case, body, on_attempt=show)
     finally:
-        session.close()
+        session.close()  # waits for the vmcores and dossiers written after their verdicts
+    results = [session.final(r) for r in results]
     if plan is not None:
         results = _compare_replay(out, plan, exact, kernel, results, artifacts)
     outcome = CaseResult(case, tuple(results))

@@ -137,7 +137,8 @@ def _deferred(session: Session, case: CaseSpec, index: int, guest: Guest,
         fatal_title=report.fatal_title if report else None,
         fatal_kind=report.fatal_kind if report else None, matched_in=matched_in,
     )
-    return result, report, Evidence(session, case, guest, kernel, report, matched_in)
+    return result, report, Evidence(session, case, guest, kernel, report, matched_in,
+                                    on_crash=session.on_crash)
 
 
 def _dump_fatal(session: Session, case: CaseSpec, index: int, guest: Guest,

@@ -59,6 +59,9 @@ class Evidence:
     kernel: KernelArtifacts
     report: CrashReport | None
     matched_in: str | None
+    #: The crash hook of the run this attempt belongs to (the session's may have moved on
+    #: to another test case by the time the evidence is written).
+    on_crash: Callable[[AttemptResult, CrashReport | None], None] | None = None
     result: AttemptResult | None = None
     thread: threading.Thread | None = None
 
@@ -103,11 +106,10 @@ class Evidence:
     def done(self) -> bool:
         return self.thread is not None and not self.thread.is_alive()
 
-    def finish(self, on_crash: Callable[[AttemptResult, CrashReport | None], None] | None
-               ) -> AttemptResult:
+    def finish(self) -> AttemptResult:
         """Wait for the evidence; tell the crash hook, now that the files are written."""
         assert self.thread is not None and self.result is not None
         self.thread.join()
-        if on_crash is not None:
-            on_crash(self.result, self.report)
+        if self.on_crash is not None:
+            self.on_crash(self.result, self.report)
         return self.result

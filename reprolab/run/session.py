@@ -72,6 +72,8 @@ class Session:
         self.overlap_teardown = overlap_teardown
         self._teardowns: list[threading.Thread] = []
         self._evidence: list[Evidence] = []
+        #: Results rewritten once their evidence was written (by attempt directory).
+        self._final: dict[Path, AttemptResult] = {}
         self.artifacts = artifacts
         self.keep_guest = keep_guest
         self.kernel_override = kernel_override
@@ -137,9 +139,18 @@ class Session:
         """Wait for every dump, triage and destroy an attempt left running (see
         ``overlap_teardown``); the crash hook hears of each attempt once its files are on
         disk."""
-        self._finish_evidence(wait=True)
+        self.finish_evidence()
         while self._teardowns:
             self._teardowns.pop().join()
+
+    def finish_evidence(self) -> None:
+        """Wait for the vmcores and dossiers still being written (see :meth:`final`)."""
+        self._finish_evidence(wait=True)
+
+    def final(self, result: AttemptResult) -> AttemptResult:
+        """``result`` as its ``result.json`` says once its evidence is written: with the
+        dump's time, and the dump's or the triage's failure if there was one."""
+        return self._final.get(result.directory, result)
 
     def _finish_evidence(self, *, wait: bool, domain: str | None = None) -> None:
         for evidence in list(self._evidence):
@@ -147,7 +158,8 @@ class Session:
                 continue
             if wait or evidence.done():
                 self._evidence.remove(evidence)
-                evidence.finish(self.on_crash)
+                final = evidence.finish()
+                self._final[final.directory] = final
 
     def busy(self, domain: str) -> bool:
         """Is a dump, triage or destroy of an earlier attempt still holding ``domain``?"""
