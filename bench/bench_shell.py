@@ -5,6 +5,9 @@ Per round, in this order, each from a cold process to its exit (the stock kernel
 
 * *bare QEMU*: ``qemu-system-x86_64 -kernel -initrd`` with reprolab's minimal initramfs plus
   a one-file cpio whose ``/bench-init`` prints ``uname -r`` and powers off: the floor;
+* *bare QEMU, PVH vmlinux*: the same, booting the file reprolab boots (the same build's
+  uncompressed vmlinux through its PVH entry, :mod:`reprolab.kernel.pvh`): the floor of
+  reprolab's own boot path, so the ratio to it is reprolab's overhead alone;
 * *reprolab shell*: ``reprolab shell --exec 'uname -r'`` (libvirt domain, console attach,
   ready marker, the command on the console, teardown);
 * *virtme-ng*: ``vng -r KERNEL --disable-kvm --exec 'uname -r'``, installed in its own venv
@@ -39,10 +42,12 @@ from rich.table import Table
 
 from reprolab.image.build import build_image
 from reprolab.kernel.artifacts import stock_kernel
+from reprolab.kernel.pvh import boot_image
 from reprolab.proc import run
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "shell.json"
+BARE_PVH = "bare QEMU, PVH vmlinux"
 BENCH_INIT = "#!/usr/bin/busybox sh\n/usr/bin/busybox uname -r\n/usr/bin/busybox poweroff -f\n"
 
 
@@ -76,6 +81,11 @@ def main() -> int:
         tools["bare QEMU"] = bare_qemu(kernel.image, initrd,
                                        "console=ttyS0 rdinit=/bench-init panic=-1",
                                        cgroup=args.cgroup)
+        pvh = boot_image(kernel)
+        if pvh != kernel.image:
+            # The file reprolab boots (the same build, uncompressed, through the PVH entry).
+            tools[BARE_PVH] = bare_qemu(pvh, initrd, "console=ttyS0 rdinit=/bench-init panic=-1",
+                                        cgroup=args.cgroup)
         tools["reprolab shell"] = [sys.executable, "-m", "reprolab.cli", "shell",
                                    "--artifacts", str(Path(tmp) / "art"), "--exec", "uname -r"]
         if vng:
@@ -98,6 +108,8 @@ def main() -> int:
         if "bare QEMU" in by and "reprolab shell" in by:
             entry = {"round": rnd, "reprolab_over_bare": round(by["reprolab shell"]
                                                                / by["bare QEMU"], 2)}
+            if BARE_PVH in by:
+                entry["reprolab_over_bare_pvh"] = round(by["reprolab shell"] / by[BARE_PVH], 2)
             if "virtme-ng" in by:
                 entry["vng_over_reprolab"] = round(by["virtme-ng"] / by["reprolab shell"], 2)
             ratios.append(entry)
@@ -112,6 +124,8 @@ def main() -> int:
     Console().print(table)
     for r in ratios:
         print(f"round {r['round']}: reprolab/bare {r['reprolab_over_bare']}"
+              + (f", reprolab/bare PVH {r['reprolab_over_bare_pvh']}"
+                 if "reprolab_over_bare_pvh" in r else "")
               + (f", virtme-ng/reprolab {r['vng_over_reprolab']}" if "vng_over_reprolab" in r
                  else ""))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

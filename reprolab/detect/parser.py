@@ -23,11 +23,14 @@ from reprolab.detect.oopses import LINUX_OOPSES
 MAX_LINE = LINE_CAP
 _PRINTK_TIME = re.compile(rb"(?m)^(?:<[0-9]{1,3}>)?\[ *[0-9]+\.[0-9]+\]")
 _REBOOT_HEADER = "Booting the kernel."
+#: kernel_restart()'s line: an orderly reboot (someone ran reboot), which panic() and a
+#: reset never print. The boot after it is expected, not an unexpected reboot.
+ORDERLY_RESTART = "reboot: Restarting system"
 
 _MARKERS = sorted(
     {o.header for o in LINUX_OOPSES}
     | {"Oops", "clocksource", "Linux version ", "mount root fs", "No working init",
-       "Requested init", "Failed to execute"},
+       "Requested init", "Failed to execute", ORDERLY_RESTART},
     key=len,
     reverse=True,
 )
@@ -76,6 +79,7 @@ class ConsoleParser:
         self._banners = 0
         self._closed = False
         self._kernel_seen = False
+        self._restarting = False
 
     def feed(self, chunk: bytes) -> list[Event]:
         """Events completed by this chunk (possibly none)."""
@@ -133,12 +137,17 @@ class ConsoleParser:
     def _line_event(self, line: str, offset: int) -> Event | None:
         cm = _CALLER.match(line)
         caller = f"{cm.group(1)}{cm.group(2)}" if cm else None
+        if ORDERLY_RESTART in line:
+            self._restarting = True
+            return None
         if _BOOT_BANNER.search(line):
             self._kernel_seen = True
             self._banners += 1
             if self._banners < 2:
                 return None
-            return Event(kinds.REBOOT, line, offset, None, True, caller)
+            # Seen, but not a failure when the kernel restarted on request.
+            expected, self._restarting = self._restarting, False
+            return Event(kinds.REBOOT, line, offset, None, not expected, caller)
         if "---[ end " in line:
             return None  # the trailer of a report already announced ("---[ end Kernel panic")
         if _REBOOT_HEADER in line and not self._kernel_seen:
@@ -146,4 +155,6 @@ class ConsoleParser:
         if not any(o.matches(line) for o in LINUX_OOPSES) and not kinds.extra_marker(line):
             return None
         kind, fatal = kinds.classify(line)
+        if kind == kinds.REBOOT and self._restarting:
+            fatal = False  # the decompressor of a boot that was asked for
         return Event(kind, line, offset, _cpu_of(line, caller), fatal, caller)

@@ -9,6 +9,7 @@ same context (fifty with task ids) are prepended because they often say what was
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, replace
 from typing import Any
@@ -23,6 +24,7 @@ from reprolab.detect.oopses import (
     LINUX_OOPSES,
     REPORT_START_IGNORES,
 )
+from reprolab.detect.parser import ORDERLY_RESTART
 from reprolab.detect.rules import FRAME_RES, RIP_FRAME, Oops
 from reprolab.detect.signature import Signature
 from reprolab.detect.titles import sanitize_title, title_frame, title_type
@@ -140,13 +142,18 @@ def _first_oops(lines: list[str], begin: int = 0,
                 fatal_only: bool = False) -> tuple[Oops, int] | None:
     # The decompressor's "Booting the kernel." opens every x86 boot log: it means a reboot
     # only once a kernel has been running in this log.
-    kernel_seen = False
+    # After an orderly restart ("reboot: Restarting system") it means a reboot asked for.
+    kernel_seen = restarting = False
     for i in range(begin, len(lines)):
         line = lines[i]
         if not kernel_seen and (_PRINTK_TIME.match(line) or _BOOT_BANNER.search(line)):
             kernel_seen = True
+        if ORDERLY_RESTART in line:
+            restarting = True
+        elif _BOOT_BANNER.search(line):
+            restarting = False
         if _HEADER_RE.search(line):
-            if _REBOOT_HEADER in line and not kernel_seen:
+            if _REBOOT_HEADER in line and (not kernel_seen or restarting):
                 continue
             for oops in LINUX_OOPSES:
                 if oops.matches(line):
@@ -496,9 +503,12 @@ def _silent_reboot(lines: list[str]) -> CrashReport | None:
     """A second boot banner with no crash before it: the guest reset without a word (triple
     fault, hardware watchdog). Same title as syzkaller's "Booting the kernel." rule."""
     banners = [i for i, line in enumerate(lines) if _BOOT_BANNER.search(line)]
-    if len(banners) < 2:
+    # A boot after an orderly restart ("reboot: Restarting system") was asked for.
+    unexpected = [i for prev, i in itertools.pairwise(banners)
+                  if not any(ORDERLY_RESTART in line for line in lines[prev:i])]
+    if not unexpected:
         return None
-    i = banners[1]
+    i = unexpected[0]
     lo = max(0, i - 5)
     return CrashReport(
         title="unexpected kernel reboot", alt_titles=(), kind=kinds.REBOOT, frame=None,

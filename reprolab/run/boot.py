@@ -97,8 +97,14 @@ def guest_spec(session: Session, case: CaseSpec, kernel: KernelArtifacts, image:
         else:
             disk = session.files.overlay(image.disk, f"overlay-{secrets.token_hex(4)}.qcow2")
     accel = session.accel.accel
+    boot = kernel.image
+    if isinstance(session.files, LocalFiles):
+        # Not decompressed under TCG (see kernel/pvh.py); a lab host gets the small bzImage.
+        from reprolab.kernel.pvh import boot_image
+
+        boot = boot_image(kernel)
     return GuestSpec(
-        kernel=session.files.ship(kernel.image),
+        kernel=session.files.ship(boot),
         initrd=session.files.ship(image.initrd) if image.initrd is not None else None,
         cmdline=cmdline,
         vcpus=opts.vcpus,

@@ -96,7 +96,8 @@ def test_partial_line_waits_for_newline_then_close_flushes() -> None:
          "unstable because the skew is too large:", kinds.CLOCKSOURCE_UNSTABLE, False),
         ("[    1.0] Kernel panic - not syncing: VFS: Unable to mount root fs on "
          "unknown-block(0,0)", kinds.BOOT_FAILURE, True),
-        ("[   12.5] reboot: Restarting system\nBooting the kernel.", kinds.REBOOT, True),
+        ("[   12.5] reboot: Restarting system\nBooting the kernel.", kinds.REBOOT, False),
+        ("[   12.5] sd 0:0:0:0: [sda] Stopping disk\nBooting the kernel.", kinds.REBOOT, True),
     ],
 )
 def test_line_kinds(line: str, kind: str, fatal: bool) -> None:
@@ -126,7 +127,24 @@ def test_report_trailer_is_not_a_second_event() -> None:
 
 def test_second_boot_banner_is_a_reboot() -> None:
     log = b"[ 0.0] Linux version 6.1.0 (x)\n[ 5.0] hello\n[ 0.0] Linux version 6.1.0 (x)\n"
-    assert [e.kind for e in feed_all(log, [3, 7])] == [kinds.REBOOT]
+    assert [(e.kind, e.fatal) for e in feed_all(log, [3, 7])] == [(kinds.REBOOT, True)]
+
+
+def test_a_reboot_asked_for_is_seen_but_not_a_failure() -> None:
+    """kernel_restart() prints the restart line; a panic's or a reset's reboot does not.
+    The boot after it is expected (a test body rebooted the guest); one after that with
+    no restart line again is a reset."""
+    log = (b"[ 0.0] Linux version 6.1.0 (x)\n[ 9.1] reboot: Restarting system\n"
+           b"[ 0.0] Linux version 6.1.0 (x)\n[ 4.0] hello\n[ 0.0] Linux version 6.1.0 (x)\n")
+    events = feed_all(log, [5, 40])
+    assert [(e.kind, e.fatal) for e in events] == [(kinds.REBOOT, False), (kinds.REBOOT, True)]
+    from reprolab.detect.report import parse_log
+
+    report = parse_log(log)
+    assert report is not None and report.title == "unexpected kernel reboot"
+    assert report.start == log.rindex(b"[ 0.0] Linux")  # the reset, not the reboot asked for
+    asked = log[: log.index(b"[ 4.0]")]
+    assert parse_log(asked) is None
 
 
 def test_caller_id_gives_cpu_for_interleaved_output() -> None:
