@@ -52,9 +52,11 @@ def conclude(session: Session, case: CaseSpec, index: int, guest: Guest,
     """
     from reprolab.detect.report import parse_log
 
-    # Pick up anything still in flight (a report may still be printing).
-    with contextlib.suppress(InfraError):
-        guest.poll(0.5)
+    if guest.fatal_event is None:
+        # Pick up anything still in flight (a report may still be printing). After a fatal
+        # event settle() reads on, for as long as the kernel can still print.
+        with contextlib.suppress(InfraError):
+            guest.poll(0.5)
     if guest.fatal_event is not None:
         session.phase(case, index, guest.directory, Phase.CRASHED, guest,
                       detail=guest.fatal_event.kind)

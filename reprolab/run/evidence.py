@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -64,6 +65,8 @@ class Evidence:
     on_crash: Callable[[AttemptResult, CrashReport | None], None] | None = None
     result: AttemptResult | None = None
     thread: threading.Thread | None = None
+    #: Wall time of the dump, triage and destroy, once done.
+    seconds: float | None = None
 
     def start(self, recorded: AttemptResult) -> None:
         """Dump, destroy and triage in the background; ``recorded`` is on disk already."""
@@ -78,6 +81,7 @@ class Evidence:
         from reprolab.run.observation import annotate_dossier
 
         assert self.result is not None
+        started = time.monotonic()
         notes: list[str] = []
         try:
             try:
@@ -102,6 +106,7 @@ class Evidence:
                                          f"evidence failed: {type(exc).__name__}: {exc}"))
         self.result.write()
         record_attempt_verdict(self.result.directory, self.result.to_json())
+        self.seconds = time.monotonic() - started
 
     def done(self) -> bool:
         return self.thread is not None and not self.thread.is_alive()

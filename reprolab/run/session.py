@@ -74,6 +74,8 @@ class Session:
         self._evidence: list[Evidence] = []
         #: Results rewritten once their evidence was written (by attempt directory).
         self._final: dict[Path, AttemptResult] = {}
+        #: How long the last evidence written after its verdict took (dump, triage, destroy).
+        self.evidence_seconds: float | None = None
         self.artifacts = artifacts
         self.keep_guest = keep_guest
         self.kernel_override = kernel_override
@@ -160,6 +162,7 @@ class Session:
                 self._evidence.remove(evidence)
                 final = evidence.finish()
                 self._final[final.directory] = final
+                self.evidence_seconds = evidence.seconds
 
     def busy(self, domain: str) -> bool:
         """Is a dump, triage or destroy of an earlier attempt still holding ``domain``?"""

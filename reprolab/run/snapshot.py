@@ -57,8 +57,8 @@ log = logging.getLogger(__name__)
 BOOT_LOG = "boot-console.log"
 #: Saved guests per kind, at most: one restored while the other's evidence is written.
 POOL_SIZE = 2
-#: Attempts still to come for a second boot to pay (see ``SnapshotSession._another_pays``).
-SECOND_GUEST_AFTER = 4
+#: What a crashed 512 MiB guest's dump and triage take, until one was timed (1.2-1.7 s here).
+EVIDENCE_GUESS_S = 1.5
 
 
 @dataclass
@@ -118,11 +118,14 @@ class SnapshotSession(Session):
         return self._restore(case, directory, saved, image)
 
     def _another_pays(self, case: CaseSpec, pool: list[SavedGuest]) -> bool:
-        """Boot a second guest to restore while the first is dumped? A boot (7 s here)
-        costs about what waiting for four dumps and triages (1.7 s each) does, so only
-        with more attempts than that still to come."""
-        return (len(pool) < POOL_SIZE and self.overlap_teardown
-                and case.attempts - self._attempt_index >= SECOND_GUEST_AFTER)
+        """Boot a second guest to restore while the first is dumped? Only when the waits
+        it saves, one per attempt still to come (the last evidence's time, a dump and a
+        triage), add up to more than the first guest's boot and save took."""
+        if len(pool) >= POOL_SIZE or not self.overlap_teardown:
+            return False
+        to_come = case.attempts - self._attempt_index + 1
+        cost = pool[0].boot_seconds + pool[0].save_seconds
+        return to_come * (self.evidence_seconds or EVIDENCE_GUESS_S) > cost
 
     def _save(self, guest: Guest, serial: Path, directory: Path, image: GuestImage
               ) -> SavedGuest:
