@@ -25,7 +25,7 @@ from reprolab.progress import Phase
 from reprolab.run.attempt import AttemptResult
 from reprolab.run.hangcapture import capture_hang
 from reprolab.run.layers import conclude_attempt
-from reprolab.run.observation import annotate_dossier, observe
+from reprolab.run.observation import Observation, annotate_dossier, observe
 from reprolab.run.verdict import Outcome, classify
 from reprolab.virt.dump import take_vmcore
 from reprolab.virt.hostfiles import LocalFiles
@@ -91,6 +91,19 @@ def conclude(session: Session, case: CaseSpec, index: int, guest: Guest,
     conclude_attempt(guest, dossier, notes)
     if report is not None:
         _write_report(guest.directory, report)
+    result = _result(session, case, index, guest, started, notes, obs, outcome, report,
+                     matched_in, vmcore=vmcore, vmcore_seconds=vmcore_seconds,
+                     dossier=dossier, dump_error=dump_error)
+    return result, report, None
+
+
+def _result(session: Session, case: CaseSpec, index: int, guest: Guest, started: float,
+            notes: list[str], obs: Observation, outcome: Outcome,
+            report: CrashReport | None, matched_in: str | None, *, vmcore: Path | None,
+            vmcore_seconds: float | None, dossier: Path | None, dump_error: str | None
+            ) -> AttemptResult:
+    """The attempt's record from what was seen: one construction for both ways to end."""
+    seen = obs.seen
     return AttemptResult(
         case=case.name, index=index, outcome=outcome, directory=guest.directory,
         accel=session.accel.accel, title=seen.title, kind=seen.kind, frame=seen.frame,
@@ -102,7 +115,7 @@ def conclude(session: Session, case: CaseSpec, index: int, guest: Guest,
         fatal_kind=report.fatal_kind if report else None,
         hang_seconds=guest.hang_seconds if outcome is Outcome.HANG else None,
         matched_in=matched_in,
-    ), report, None
+    )
 
 
 def _deferred(session: Session, case: CaseSpec, index: int, guest: Guest,
@@ -127,18 +140,10 @@ def _deferred(session: Session, case: CaseSpec, index: int, guest: Guest,
     if report is not None:
         _write_report(guest.directory, report)
     notes.append(NOTE)
-    seen = obs.seen
-    suffix = "elf" if case.dump == "elf" else "kdump"
-    result = AttemptResult(
-        case=case.name, index=index, outcome=outcome, directory=guest.directory,
-        accel=session.accel.accel, title=seen.title, kind=seen.kind, frame=seen.frame,
-        signature=obs.signature, events=tuple(guest.events),
-        vmcore=guest.directory / f"vmcore.{suffix}", dossier=guest.directory / "report.json",
-        boot_seconds=guest.boot_seconds, duration=time.monotonic() - started,
-        notes=tuple(notes), stuck_in=report.stuck_in if report else None,
-        fatal_title=report.fatal_title if report else None,
-        fatal_kind=report.fatal_kind if report else None, matched_in=matched_in,
-    )
+    result = _result(session, case, index, guest, started, notes, obs, outcome, report,
+                     matched_in, vmcore=vmcore_path(case, guest.directory),
+                     vmcore_seconds=None, dossier=guest.directory / "report.json",
+                     dump_error=None)
     return result, report, Evidence(session, case, guest, kernel, report, matched_in,
                                     on_crash=session.on_crash)
 
@@ -161,6 +166,11 @@ def _write_report(directory: Path, report: CrashReport) -> None:
     (directory / "crash-report.txt").write_text(f"{report.title}\n{extra}\n{report.report}\n")
 
 
+def vmcore_path(case: CaseSpec, directory: Path) -> Path:
+    """Where an attempt's vmcore lands (its name says its format)."""
+    return directory / ("vmcore.elf" if case.dump == "elf" else "vmcore.kdump")
+
+
 def dump(session: Session, case: CaseSpec, guest: Guest
          ) -> tuple[Path | None, float | None, str | None]:
     """Dump the guest into the artifacts: (vmcore, seconds, why it failed).
@@ -171,8 +181,7 @@ def dump(session: Session, case: CaseSpec, guest: Guest
     """
     assert case.dump is not None
     files = session.files
-    suffix = "elf" if case.dump == "elf" else "kdump"
-    local = guest.directory / f"vmcore.{suffix}"
+    local = vmcore_path(case, guest.directory)
     # The dump is written on the libvirt host, then brought into the artifacts.
     target = local
     try:
