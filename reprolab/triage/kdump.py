@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 from reprolab.errors import UserError
 
@@ -51,15 +52,19 @@ def notes(path: Path) -> bytes:
     try:
         with path.open("rb") as f:
             block, sub_blocks, _bitmaps, _max = _layout(f.read(4096), path)
-            f.seek(block)
-            note_off, note_size = struct.unpack_from("<QQ", f.read(block * max(sub_blocks, 1)),
-                                                     48)
-            if note_size >= 1 << 24:
-                return b""
-            f.seek(note_off)
-            return f.read(note_size)
+            return _read_notes(f, block, sub_blocks)
     except (OSError, struct.error, UserError):
         return b""
+
+
+def _read_notes(f: BinaryIO, block: int, sub_blocks: int) -> bytes:
+    """The note area the sub-header points at (none when it claims 16 MiB or more)."""
+    f.seek(block)
+    note_off, note_size = struct.unpack_from("<QQ", f.read(block * max(sub_blocks, 1)), 48)
+    if note_size >= 1 << 24:
+        return b""
+    f.seek(note_off)
+    return f.read(note_size)
 
 
 def _layout(head: bytes, src: Path) -> tuple[int, int, int, int]:
@@ -105,11 +110,7 @@ def kdump_to_elf(src: Path, dst: Path) -> None:
 def _convert(src: Path, dst: Path) -> None:
     with src.open("rb") as f:
         block, sub_blocks, bitmap_blocks, max_mapnr = _layout(f.read(4096), src)
-        f.seek(block)
-        sub = f.read(block * max(sub_blocks, 1))
-        note_off, note_size = struct.unpack_from("<QQ", sub, 48)
-        f.seek(note_off)
-        note_data = f.read(note_size) if note_size < 1 << 24 else b""
+        note_data = _read_notes(f, block, sub_blocks)
         f.seek(block * (1 + sub_blocks))
         bitmaps = f.read(block * bitmap_blocks)
         dumped_map = bitmaps[len(bitmaps) // 2 :]

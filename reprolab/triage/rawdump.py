@@ -16,6 +16,7 @@ from pathlib import Path
 
 from reprolab.errors import UserError
 from reprolab.kernel.elf import iter_notes, note_segments
+from reprolab.triage import kdump
 
 Reader = Callable[[int, int], bytes]  # (virtual address, size) -> bytes
 
@@ -104,11 +105,9 @@ def check_elf(path: Path) -> None:
 def prstatus_notes(path: Path) -> list[CpuRegs]:
     """Per-CPU registers from the NT_PRSTATUS notes of an ELF core or a (plain) kdump file,
     in CPU order."""
-    from reprolab.triage import kdump
-
-    out: list[CpuRegs] = []
     if kdump.is_kdump(path):
         return _parse_notes(kdump.notes(path), 0)
+    out: list[CpuRegs] = []
     try:
         for data in note_segments(path, max_size=64 * 1024 * 1024):
             out.extend(_parse_notes(data, len(out)))

@@ -52,10 +52,11 @@ def _platform(vmcore: Path) -> Any:
     if not kdump.is_kdump(vmcore):
         return None
     drgn = _drgn()
-    arch = _KDUMP_ARCHES.get(kdump.machine(vmcore))
+    named = kdump.machine(vmcore)
+    arch = _KDUMP_ARCHES.get(named)
     if arch is None:
         raise UserError(f"{vmcore}: kdump header names no architecture drgn knows "
-                        f"({kdump.machine(vmcore)!r})")
+                        f"({named!r})")
     flags = drgn.PlatformFlags.IS_64_BIT
     if arch != "S390X":
         flags |= drgn.PlatformFlags.IS_LITTLE_ENDIAN
@@ -356,19 +357,21 @@ def _build_any(vmcore: Path, vmlinux: Path | None, console_report: CrashReport |
             if fmt == "kdump-flattened":
                 plain = Path(tmp) / "vmcore.kdump"
                 rawdump.unflatten(vmcore, plain)
-            dossier = None
+            prog = None
             if keep_elf is None:
-                # Read in place: drgn decompresses only the pages it reads.
+                # Read in place: drgn decompresses only the pages it reads. Only drgn's
+                # refusal to open it sends the dump to the rewrite; a later error (a vmlinux
+                # of another build) is the dossier's own, whichever way it was read.
                 with contextlib.suppress(UserError):
-                    dossier = _build(plain, vmlinux, console_report, lookup,
-                                     prog=_open(plain))
-            if dossier is None:
+                    prog = _open(plain)
+            if prog is not None:
+                dossier = _build(plain, vmlinux, console_report, lookup, prog=prog)
+                dossier["read_as"] = "kdump"
+            else:
                 elf = keep_elf or Path(tmp) / "vmcore.elf"
                 kdump.kdump_to_elf(plain, elf)
                 dossier = _build(elf, vmlinux, console_report, lookup)
                 dossier["read_as"] = "elf rewrite"
-            else:
-                dossier["read_as"] = "kdump"
     else:
         dossier = _build(vmcore, vmlinux, console_report, lookup)
     dossier["vmcore"], dossier["format"] = str(vmcore), fmt
