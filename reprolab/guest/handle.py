@@ -138,9 +138,9 @@ class Guest:
         self._check_state()
         return self.stop_reason()
 
-    def _check_state(self, *, now_please: bool = False) -> None:
+    def _check_state(self, *, force: bool = False) -> None:
         now = time.monotonic()
-        if now_please or now - self._last_state_poll >= 0.5:
+        if force or now - self._last_state_poll >= 0.5:
             self._last_state_poll = now
             state = self.domain.state()
             if state.crashed:
@@ -267,7 +267,7 @@ class Guest:
             # libvirt's word that the guest stopped (pvpanic) ends the wait early: asked
             # every round here, not every 0.5 s as while the guest runs.
             with contextlib.suppress(InfraError):
-                self._check_state(now_please=True)
+                self._check_state(force=True)
             quiet = SETTLE_DRAIN if self._done_printing() else SETTLE_QUIET
             if self.console.silence() >= quiet or self.console.eof:
                 break

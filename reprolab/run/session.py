@@ -70,7 +70,8 @@ class Session:
         #: With it too, a crashed guest whose console decided the verdict is dumped and
         #: triaged while the next attempt runs (:mod:`reprolab.run.evidence`).
         self.overlap_teardown = overlap_teardown
-        self._teardowns: list[threading.Thread] = []
+        #: Destroys still running, by domain name.
+        self._teardowns: dict[str, threading.Thread] = {}
         self._evidence: list[Evidence] = []
         #: Results rewritten once their evidence was written (by attempt directory).
         self._final: dict[Path, AttemptResult] = {}
@@ -143,7 +144,7 @@ class Session:
         disk."""
         self.finish_evidence()
         while self._teardowns:
-            self._teardowns.pop().join()
+            self._teardowns.popitem()[1].join()
 
     def finish_evidence(self) -> None:
         """Wait for the vmcores and dossiers still being written (see :meth:`final`)."""
@@ -167,16 +168,15 @@ class Session:
     def busy(self, domain: str) -> bool:
         """Is a dump, triage or destroy of an earlier attempt still holding ``domain``?"""
         return (any(e.guest.domain.name == domain and not e.done() for e in self._evidence)
-                or any(t.name == f"teardown-{domain}" and t.is_alive()
-                       for t in self._teardowns))
+                or (domain in self._teardowns and self._teardowns[domain].is_alive()))
 
     def finish_domain(self, domain: str) -> None:
         """Wait until nothing an earlier attempt left running holds ``domain`` (a restore
         under the same name needs it gone)."""
         self._finish_evidence(wait=True, domain=domain)
-        for thread in [t for t in self._teardowns if t.name == f"teardown-{domain}"]:
+        thread = self._teardowns.pop(domain, None)
+        if thread is not None:
             thread.join()
-            self._teardowns.remove(thread)
 
     def close(self) -> None:
         self.finish_teardowns()
@@ -355,9 +355,9 @@ class Session:
             pending = guest.close(keep=(self.keep_guest and concluded) or evidence is not None,
                                   serial_log=serial, files=self.files,
                                   defer_teardown=self.overlap_teardown)
-            self._teardowns = [t for t in self._teardowns if t.is_alive()]
+            self._teardowns = {name: t for name, t in self._teardowns.items() if t.is_alive()}
             if pending is not None:
-                self._teardowns.append(pending)
+                self._teardowns[guest.domain.name] = pending
         if body_error is not None:
             result = replace(result, body_error=f"{type(body_error).__name__}: {body_error}")
         result = replace(result, started_at=at.started_at,

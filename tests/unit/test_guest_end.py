@@ -139,7 +139,7 @@ def test_the_session_waits_for_every_overlapped_teardown(tmp_path: Path) -> None
     for n in range(2):
         t = threading.Thread(target=lambda n=n: (threading.Event().wait(0.2), done.append(n)))
         t.start()
-        session._teardowns.append(t)
+        session._teardowns[f"rl-test-{n}"] = t
     session.close()
     assert sorted(done) == [0, 1]
 
