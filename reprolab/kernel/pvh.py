@@ -18,6 +18,7 @@ file next to it.
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from pathlib import Path
@@ -103,14 +104,15 @@ def _other_build(kernel: KernelArtifacts, vmlinux: Path) -> str | None:
     version = bzimage_version(kernel.image)
     if version is None or not version.startswith(kernel.release + " "):
         return f"{kernel.image} has no version string naming {kernel.release}"
-    # "6.1.0-57-amd64 (builder) #1 SMP PREEMPT_DYNAMIC Debian 6.1.158-1 (2025-11-22)":
-    # the banner in vmlinux carries the same "#1 SMP ..." (and the compiler between them).
+    # "<release> (<builder>) #1 SMP PREEMPT_DYNAMIC Debian <version> (<date>)": the banner
+    # in vmlinux carries the same "#1 SMP ..." (and the compiler between them).
     build = version.split(") ", 1)[-1]
     banner = f"Linux version {kernel.release} ".encode()
-    data = vmlinux.read_bytes()
-    at = data.find(banner)
-    while at >= 0:  # more than one banner-like string: any may be the one
-        if build.encode() in data[at : at + 512]:
-            return None
-        at = data.find(banner, at + 1)
+    # Mapped, not read: the stripped vmlinux is ~100 MB.
+    with vmlinux.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        at = data.find(banner)
+        while at >= 0:  # more than one banner-like string: any may be the one
+            if build.encode() in data[at : at + 512]:
+                return None
+            at = data.find(banner, at + 1)
     return f"{kernel.vmlinux} is not the build of {kernel.image} ({build})"
