@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from reprolab.case import CaseSpec
     from reprolab.guest.handle import Guest
     from reprolab.hosts import HostPool
+    from reprolab.run.attempt import AttemptResult
     from reprolab.run.loop import CaseRun
     from reprolab.run.record import CaseResult
     from reprolab.run.session import Session
@@ -280,7 +281,6 @@ def _run_on_pool(item: pytest.Function, case: CaseSpec, pool: HostPool
 
 
 def _run_case(pyfuncitem: pytest.Function, case: CaseSpec, session: Session) -> CaseResult:
-    from reprolab.run.attempt import AttemptResult
     from reprolab.run.loop import CaseInterrupted, run_case
     from reprolab.run.record import append_result
 
@@ -346,6 +346,14 @@ def _record(item: pytest.Function, result: CaseResult, session: Session) -> None
     item.user_properties.append(("reprolab_signatures", ",".join(data["signatures"])))
 
 
+def _infra_line(attempt: AttemptResult) -> str:
+    """An infra-error attempt as the CI log will keep it: the error, where its artifacts
+    are, and how its console ended (often the only clue once the artifacts are gone)."""
+    line = f"{attempt.error or '?'} (artifacts: {attempt.directory}"
+    ending = attempt.console_ending()
+    return line + (f"; console ended: {ending})" if ending else "; console empty)")
+
+
 def _judge(result: CaseResult, body_errors: list[BaseException] | None = None) -> None:
     """Pass or fail the test from its attempts.
 
@@ -359,7 +367,7 @@ def _judge(result: CaseResult, body_errors: list[BaseException] | None = None) -
     case = result.case
     verdict = result.verdict
     if verdict == "infra-error":
-        errors = "; ".join(a.error or "?" for a in result.attempts)
+        errors = "; ".join(_infra_line(a) for a in result.attempts)
         pytest.fail(f"infrastructure error, no kernel verdict: {errors}", pytrace=False)
     rate = result.rate()
     where = result.attempts[0].directory.parent

@@ -58,6 +58,26 @@ class AttemptResult:
         """The failure's exception type (``result.json``'s ``error_type``)."""
         return self.failure.type if self.failure is not None else None
 
+    def console_ending(self, lines: int = 3) -> str | None:
+        """The last printable lines of the attempt's console, for a one-line infra report.
+
+        A CI log keeps the failure line but rarely the artifacts; when a guest dies during
+        boot, its last console lines are what says whether the kernel, init or the harness
+        went first. Control bytes are dropped: the console is the guest's, hence hostile.
+        """
+        log = self.directory / "console.log"
+        try:
+            with log.open("rb") as fh:
+                fh.seek(max(0, log.stat().st_size - 8192))
+                raw = fh.read()
+        except OSError:
+            return None
+        text = raw.decode(errors="replace")
+        kept = ["".join(ch for ch in line if ch.isprintable()).strip()[:160]
+                for line in text.replace("\r", "\n").splitlines()]
+        kept = [line for line in kept if line]
+        return " | ".join(kept[-lines:]) or None
+
     @property
     def dump_failed(self) -> bool:
         return self.dump_error is not None

@@ -95,6 +95,22 @@ def test_infra_error_is_never_a_pass(tmp_path: Path) -> None:
             _fail_message(result))
 
 
+def test_infra_error_names_its_artifacts_and_how_the_console_ended(tmp_path: Path) -> None:
+    attempt = _attempt(tmp_path, Outcome.INFRA_ERROR,
+                       failure=Failure.of(InfraError("console closed while waiting")))
+    (attempt.directory / "console.log").write_bytes(
+        b"x" * 9000 + b"\r\n[  OK  ] Reached target Basic System.\r\n"
+        b"\x1b[0;1;31mFAILED\x1b[0m fsck\x07\r\n\r\nreboot: Restarting system\r\n\n")
+    msg = _fail_message(CaseResult(_case("reproduce"), (attempt,)))
+    assert f"(artifacts: {attempt.directory}; console ended: " in msg
+    assert msg.endswith("console ended: [  OK  ] Reached target Basic System. | "
+                        "[0;1;31mFAILED[0m fsck | reboot: Restarting system)")
+    assert "\x1b" not in msg and "\x07" not in msg and "xxxx" not in msg
+    empty = _attempt(tmp_path, Outcome.INFRA_ERROR, 2,
+                     failure=Failure.of(InfraError("boot timeout")))
+    assert "console empty)" in _fail_message(CaseResult(_case("reproduce"), (empty,)))
+
+
 def test_reproduce_mode_says_what_it_saw_instead(tmp_path: Path) -> None:
     result = CaseResult(_case("reproduce"), (
         _attempt(tmp_path, Outcome.HANG, hang_seconds=45.0),))
