@@ -8,12 +8,14 @@ initramfs; what changes is the entry: the decompressor does not run, so neither 
 KASLR (the kernel sits at its link address, as with ``nokaslr``), which makes attempts more
 alike, not less.
 
-Only a vmlinux that is the bzImage's own build is booted: a built kernel's always is; for
-the stock kernel (whose vmlinux comes from the -dbg package) the version string in the
-bzImage's header must match the vmlinux's banner. A stripped copy (97 MB instead of 633)
-is kept beside the bzImage in the cache, so QEMU (as libvirt-qemu) can read it. Anything
-else, or ``REPROLAB_BOOT=bzimage``, boots the bzImage as before; the reason is kept in a
-file next to it.
+Only a vmlinux that is the bzImage's own build is booted. The first choice is the one inside
+the bzImage (kernel/payload.py: its compressed payload, unpacked once, 66 MB for the stock
+6.1), which is that build by construction and needs no -dbg package. When the payload is in
+a compression Python cannot read, a vmlinux beside the kernel is stripped instead: a built
+kernel's always matches; the stock kernel's -dbg vmlinux must carry the banner the bzImage's
+header names. The file is kept beside the bzImage in the cache, so QEMU (as libvirt-qemu)
+can read it. Anything else, or ``REPROLAB_BOOT=bzimage``, boots the bzImage as before; the
+reason is kept in a file next to it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from filelock import FileLock
 
 from reprolab.kernel.artifacts import KernelArtifacts
 from reprolab.kernel.elf import iter_notes, note_segments
+from reprolab.kernel.payload import unpack_vmlinux
 from reprolab.proc import run
 
 #: ``XEN_ELFNOTE_PHYS32_ENTRY``: the 32-bit entry QEMU's PVH loader jumps to.
@@ -37,7 +40,7 @@ NO_PVH = "vmlinux.pvh.none"
 
 def boot_image(kernel: KernelArtifacts) -> Path:
     """The file the guest boots: the PVH vmlinux when it can be, else the bzImage."""
-    if os.environ.get("REPROLAB_BOOT", "") == "bzimage" or kernel.vmlinux is None:
+    if os.environ.get("REPROLAB_BOOT", "") == "bzimage":
         return kernel.image
     dest = kernel.image.with_name(PVH_NAME)
     refused = kernel.image.with_name(NO_PVH)
@@ -48,22 +51,39 @@ def boot_image(kernel: KernelArtifacts) -> Path:
     with FileLock(str(dest) + ".lock"):
         if dest.exists():
             return dest
-        why = _unusable(kernel)
-        if why is None:
-            tmp = dest.with_suffix(".tmp")
-            done = run(["objcopy", "--strip-debug", str(kernel.vmlinux), str(tmp)],
-                       check=False, timeout=300)
-            if done.ok:
-                why = _other_build(kernel, tmp)
-                if why is None:
-                    tmp.chmod(0o644)
-                    tmp.rename(dest)
-                    return dest
-            else:
-                why = f"objcopy failed: {done.tail(2)}"
+        tmp = dest.with_suffix(".tmp")
+        try:
+            why = _from_payload(kernel, tmp)
+            if why is not None and kernel.vmlinux is not None:
+                also = _from_vmlinux(kernel, tmp)
+                why = None if also is None else f"{why}; {also}"
+            if why is None:
+                tmp.chmod(0o644)
+                tmp.rename(dest)
+                return dest
+        finally:
             tmp.unlink(missing_ok=True)
         refused.write_text(why + "\n")
     return kernel.image
+
+
+def _from_payload(kernel: KernelArtifacts, out: Path) -> str | None:
+    """The bzImage's own payload: always its build, and no -dbg package needed."""
+    why = unpack_vmlinux(kernel.image, out)
+    if why is None and not has_pvh_entry(out):
+        why = f"{kernel.image}'s vmlinux has no PVH entry note (CONFIG_PVH is off)"
+    return why
+
+
+def _from_vmlinux(kernel: KernelArtifacts, out: Path) -> str | None:
+    """The vmlinux beside the kernel (a build's, or the -dbg package's), stripped."""
+    assert kernel.vmlinux is not None
+    why = _unusable(kernel)
+    if why is None:
+        done = run(["objcopy", "--strip-debug", str(kernel.vmlinux), str(out)],
+                   check=False, timeout=300)
+        why = _other_build(kernel, out) if done.ok else f"objcopy failed: {done.tail(2)}"
+    return why
 
 
 def has_pvh_entry(vmlinux: Path) -> bool:
