@@ -43,6 +43,16 @@ _PAUSE_REASONS = {
     libvirt.VIR_DOMAIN_PAUSED_STARTING_UP: "starting-up",
 }
 
+#: Why a domain is shut off: "shutdown" (the guest powered off) from "destroyed" (someone
+#: destroyed it) from "crashed"/"failed" (QEMU died or never started).
+_SHUTOFF_REASONS = {
+    libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "destroyed",
+    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed",
+    libvirt.VIR_DOMAIN_SHUTOFF_SAVED: "saved",
+}
+
 
 @dataclass(frozen=True)
 class DomainState:
@@ -143,7 +153,11 @@ class Domain:
         except libvirt.libvirtError:
             return DomainState("shutoff", "gone")
         name = _STATE_NAMES.get(state, str(state))
-        why = _PAUSE_REASONS.get(reason, str(reason)) if state == libvirt.VIR_DOMAIN_PAUSED else ""
+        why = ""
+        if state == libvirt.VIR_DOMAIN_PAUSED:
+            why = _PAUSE_REASONS.get(reason, str(reason))
+        elif state == libvirt.VIR_DOMAIN_SHUTOFF:
+            why = _SHUTOFF_REASONS.get(reason, str(reason))
         if state == libvirt.VIR_DOMAIN_CRASHED:
             why = "panicked"
         return DomainState(name, why)

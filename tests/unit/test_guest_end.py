@@ -185,3 +185,34 @@ def test_only_a_complete_console_report_lets_the_evidence_wait(
     assert not console_decides(title, guest, None, reproduced=False)  # type: ignore[arg-type]
     guest.nmi_position = 10  # the harness's NMI made it speak: a hang, stacks from the dump
     assert not console_decides(title, guest, report, reproduced=True)  # type: ignore[arg-type]
+
+
+class _ClosedConsole(Console):
+    """A console whose stream has ended: nothing more will be read."""
+
+    def pump(self, timeout: float) -> bytes:
+        self.eof = True
+        return b""
+
+
+@pytest.mark.parametrize(("now", "said"), [
+    (DomainState("shutoff", "shutdown"), "the domain is shutoff (shutdown)"),
+    (DomainState("running", ""), "the domain is running"),
+], ids=["guest-powered-off", "stream-cut"])
+def test_a_console_closed_during_boot_names_the_domains_state(
+        tmp_path: Path, now: DomainState, said: str) -> None:
+    """A closed console alone cannot tell a guest that powered off from a cut stream."""
+    from reprolab.case import CaseSpec
+    from reprolab.errors import GuestDied
+    from reprolab.run.boot import _reach_ready
+
+    domain = _Domain()
+    console = _ClosedConsole("test:///default", domain.name, tmp_path / "console.log")
+    guest = Guest(domain, console, tmp_path)  # type: ignore[arg-type]
+    console.stop_check = None  # the eof path, not the state poll, sees the end first
+    domain.now = now
+    case = CaseSpec.from_marker("t.py::test_boot", {"boot_timeout": 5})
+    with pytest.raises(GuestDied) as info:
+        _reach_ready(guest, case, "REPROLAB-READY")
+    assert str(info.value).startswith("console of rl-test closed while waiting for")
+    assert str(info.value).endswith(said)
