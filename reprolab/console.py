@@ -46,6 +46,9 @@ class Console:
         self.eof = False
         #: Polled by waits: a non-None answer (say, "the guest panicked") ends them early.
         self.stop_check: Callable[[], str | None] | None = None
+        #: Asked once when a wait finds the stream closed: what became of the guest (QEMU
+        #: gone, and why, or still running with only the stream cut), for the error.
+        self.closed_reason: Callable[[], str] | None = None
         self._synced = False
         #: Bytes the log could not take yet (a full disk): kept and retried, never dropped.
         self._unwritten = bytearray()
@@ -180,8 +183,9 @@ class Console:
                 if reason:
                     raise ConsoleTimeout(reason, detail=self.tail())
             if self.eof:
+                why = f"; {self.closed_reason()}" if self.closed_reason is not None else ""
                 raise GuestDied(
-                    f"console of {self.domain} closed while waiting for {rx.pattern!r}",
+                    f"console of {self.domain} closed while waiting for {rx.pattern!r}{why}",
                     detail=self.tail(),
                 )
             left = deadline - time.monotonic()

@@ -73,6 +73,7 @@ class Guest:
         self.nmi_position: int | None = None
         console.add_observer(self._on_console)
         console.stop_check = self._watch_stop
+        console.closed_reason = self._state_after_close
 
     @property
     def ssh(self) -> SshChannel | None:
@@ -137,6 +138,20 @@ class Guest:
         """The console's stop check: waits on the console also watch libvirt and silence."""
         self._check_state()
         return self.stop_reason()
+
+    def _state_after_close(self, wait: float = 1.0) -> str:
+        """The domain's state once libvirt has caught up with a closed console.
+
+        Whether QEMU is gone (and why: the guest powered off, QEMU crashed) or only the
+        console stream was cut is the first question about a lost guest; libvirt may still
+        say "running" for a moment after QEMU's exit closed the console.
+        """
+        state = self.domain.state()
+        deadline = time.monotonic() + wait
+        while state.state == "running" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            state = self.domain.state()
+        return f"the domain is {state}"
 
     def _check_state(self, *, force: bool = False) -> None:
         now = time.monotonic()

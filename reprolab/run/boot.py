@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from reprolab.case import CaseSpec
 from reprolab.console import Console, ConsoleTimeout
-from reprolab.errors import BootTimeout, GuestDied, HostError, InfraError
+from reprolab.errors import BootTimeout, HostError, InfraError
 from reprolab.guest.handle import Guest
 from reprolab.guest.spec import GuestSpec, merge_cmdline
 from reprolab.kernel.artifacts import KernelArtifacts
 from reprolab.run.hangcapture import NMI_CMDLINE
-from reprolab.virt.domain import Domain, DomainState
+from reprolab.virt.domain import Domain
 from reprolab.virt.hostfiles import REMOTE_RUN, LocalFiles, SshFiles
 
 if TYPE_CHECKING:
@@ -218,27 +218,8 @@ def _reach_ready(guest: Guest, case: CaseSpec, marker: str) -> bool:
                 f"in {case.boot_timeout:.0f} s (console: {guest.directory / 'console.log'})",
                 detail=guest.console.tail(),
             ) from exc
-        if isinstance(exc, GuestDied):
-            state = _settled_state(guest)
-            if f"({state})" not in str(exc):  # the state poll's own GuestDied names it
-                raise GuestDied(f"{exc}; the domain is {state}", detail=exc.detail) from exc
         raise
     return True
-
-
-def _settled_state(guest: Guest, wait: float = 1.0) -> DomainState:
-    """The domain's state once libvirt has caught up with a closed console.
-
-    Whether QEMU is gone (and why: the guest powered off, QEMU crashed) or only the console
-    stream was cut is the first question about a guest lost during boot; libvirt may still
-    say "running" for a moment after QEMU's exit closed the console.
-    """
-    state = guest.domain.state()
-    deadline = time.monotonic() + wait
-    while state.state == "running" and time.monotonic() < deadline:
-        time.sleep(0.1)
-        state = guest.domain.state()
-    return state
 
 
 def _open_ssh(session: Session, case: CaseSpec, guest: Guest, target: SshTarget) -> None:
