@@ -34,9 +34,9 @@ SETTLE_QUIET = 2.0
 SETTLE_MAX = 15.0
 #: Once the kernel can print no more (libvirt holds it crashed, or panic() printed its
 #: trailer), only bytes already on their way through QEMU's chardev and libvirt's stream
-#: can come: they take milliseconds, this is many times that (it was 0.5 s, paid by every
-#: crashed attempt).
-SETTLE_DRAIN = 0.2
+#: can come: they take milliseconds, this is many times that (it was 0.5 s, then 0.2 s,
+#: paid by every crashed attempt, a third of a restored one).
+SETTLE_DRAIN = 0.1
 #: The last line panic() prints; nothing follows it but the halt loop.
 _PANIC_TRAILER = "---[ end Kernel panic"
 
