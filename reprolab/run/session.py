@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 Body = Callable[[Guest], None]
 
+#: Crashed guests whose dump and triage may run on behind the attempts at once.
+MAX_PENDING_EVIDENCE = 2
+
 
 class Session:
     def __init__(
@@ -70,6 +73,8 @@ class Session:
         #: With it too, a crashed guest whose console decided the verdict is dumped and
         #: triaged while the next attempt runs (:mod:`reprolab.run.evidence`).
         self.overlap_teardown = overlap_teardown
+        #: That evidence runs at the lowest CPU share and priority, behind the next boot.
+        self.evidence_yields = True
         #: Destroys still running, by domain name.
         self._teardowns: dict[str, threading.Thread] = {}
         self._evidence: list[Evidence] = []
@@ -161,9 +166,25 @@ class Session:
                 continue
             if wait or evidence.done():
                 self._evidence.remove(evidence)
-                final = evidence.finish()
-                self._final[final.directory] = final
-                self.evidence_seconds = evidence.seconds
+                self._collect(evidence)
+
+    def _collect(self, evidence: Evidence) -> None:
+        """``evidence`` written (waited for if need be): its final result on record."""
+        final = evidence.finish()
+        self._final[final.directory] = final
+        self.evidence_seconds = evidence.seconds
+
+    def _bound_evidence(self) -> None:
+        """Wait for the oldest crashed guest still being dumped while
+        :data:`MAX_PENDING_EVIDENCE` are: each holds a guest's whole memory until it is
+        dumped and destroyed, and at the CPU share it runs at
+        (:meth:`Evidence._step_aside`) the dumping could fall behind. A triage still
+        running holds no guest and is not waited for."""
+        while True:
+            holding = [e for e in self._evidence if not e.released.is_set()]
+            if len(holding) < MAX_PENDING_EVIDENCE:
+                return
+            holding[0].wait_released()
 
     def busy(self, domain: str) -> bool:
         """Is a dump, triage or destroy of an earlier attempt still holding ``domain``?"""
@@ -317,6 +338,7 @@ class Session:
         body that fails because the kernel crashed under it is a kernel result.
         """
         self._finish_evidence(wait=False)  # the crash hook of earlier attempts, if done
+        self._bound_evidence()
         directory = self.attempt_dir(case, index)
         self.phase(case, index, directory, Phase.BUILDING)
         at = _Attempt(case, index, directory, self.accel.accel,

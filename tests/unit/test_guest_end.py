@@ -216,3 +216,63 @@ def test_a_console_closed_during_boot_names_the_domains_state(
         _reach_ready(guest, case, "REPROLAB-READY")
     assert str(info.value).startswith("console of rl-test closed while waiting for")
     assert str(info.value).endswith(said)
+
+
+class _DumpingEvidence:
+    """Evidence whose guest is dumped and destroyed when waited for (the test's stand-in
+    for the thread); a released one holds no guest, whatever its triage does."""
+
+    def __init__(self, released: bool) -> None:
+        self.released = threading.Event()
+        if released:
+            self.released.set()
+        self.waited = False
+
+    def wait_released(self) -> None:
+        self.waited = True
+        self.released.set()
+
+
+def test_guests_held_by_evidence_are_bounded(tmp_path: Path) -> None:
+    """Each crashed guest still being dumped holds its whole memory: a new attempt waits
+    for the oldest such guest while MAX_PENDING_EVIDENCE are held, never for the newest,
+    and never for a triage whose guest is already gone."""
+    from reprolab.run.session import MAX_PENDING_EVIDENCE, Session
+
+    assert MAX_PENDING_EVIDENCE == 2
+    session = Session(artifacts=tmp_path / "artifacts", overlap_teardown=True)
+    try:
+        triaging = _DumpingEvidence(released=True)
+        dumping = [_DumpingEvidence(released=False) for _ in range(2)]
+        session._evidence = [triaging, *dumping]  # type: ignore[list-item]
+        session._bound_evidence()
+        assert [triaging.waited, dumping[0].waited, dumping[1].waited] == [False, True, False]
+        session._bound_evidence()  # one guest held: nothing to wait for
+        assert not dumping[1].waited
+    finally:
+        session._evidence = []
+        session.close()
+
+
+def test_closing_the_console_reaps_its_reader(tmp_path: Path) -> None:
+    """``virsh console`` is killed and reaped at close, not left to pexpect's signal walk
+    (SIGHUP, SIGCONT, SIGINT) with its sleeps; the log keeps what was read."""
+    import os
+
+    import pexpect
+
+    console = Console("test:///default", "rl-test", tmp_path / "console.log")
+    console._log = console.log_path.open("ab", buffering=0)
+    # A reader that notes each hang-up it is asked for and carries on, as a wedged virsh.
+    hups = tmp_path / "hups"
+    child = pexpect.spawn("sh", ["-c", f"trap 'echo HUP >> {hups}' HUP INT; echo hi; "
+                                       "while :; do sleep 0.05; done"])
+    child.expect("hi")
+    console._child = child
+    pid = child.pid
+    console.close()
+    assert console._child is None and not child.isalive()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped: no zombie left behind
+    assert not hups.exists()  # killed outright, never asked to hang up
+    assert console.log_path.exists()
