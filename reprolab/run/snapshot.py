@@ -8,7 +8,9 @@ options) for real, saves it with ``virDomainSave`` once it reaches the ready mar
 from then on gives every attempt a domain restored from that file
 (``virDomainRestoreFlags(..., VIR_DOMAIN_SAVE_PAUSED)``, so the console is attached before
 the guest runs again). Everything after boot (body, capture, triage, verdict) is the
-ordinary session's.
+ordinary session's. The guest is saved once its console shell answers, so a restore
+starts at the prompt; with two saved guests, each is restored while the other runs an
+attempt (:mod:`reprolab.run.prerestore`), so the next attempt only resumes it.
 
 A disk-image guest (qcow2 overlay) is saved with its disk: the overlay as it was when the
 RAM was saved is kept aside, and every restore gets a fresh copy of it
@@ -35,6 +37,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +48,7 @@ from reprolab.guest.handle import Guest
 from reprolab.kernel.artifacts import KernelArtifacts
 from reprolab.run import snapdisk
 from reprolab.run.boot import SshTarget, bring_up
+from reprolab.run.prerestore import PreRestore
 from reprolab.run.session import Session
 from reprolab.virt.domain import Domain
 from reprolab.virt.hostfiles import LocalFiles
@@ -57,6 +61,8 @@ log = logging.getLogger(__name__)
 BOOT_LOG = "boot-console.log"
 #: Saved guests per kind, at most: one restored while the other's evidence is written.
 POOL_SIZE = 2
+#: How long the console shell may take to answer before a save (once per saved guest).
+SHELL_SYNC_S = 15.0
 #: What a crashed 512 MiB guest's dump and triage take, until one was timed (1.2-1.7 s here).
 EVIDENCE_GUESS_S = 1.5
 
@@ -77,6 +83,23 @@ class SavedGuest:
     cmdline: str
     #: (overlay the saved XML names, the overlay's state at save time) per writable disk.
     disks: tuple[tuple[Path, Path], ...] = ()
+    #: The console shell answered before the save, so every restore starts at its prompt.
+    shell_synced: bool = False
+
+
+def _sync_before_save(guest: Guest) -> bool:
+    """Wait for the console shell before the save, once: the ready marker comes from init
+    before the shell starts, so a guest saved at the marker started that shell after
+    every restore again, and the first command typed waited for it (0.5 s of a 1.4 s
+    restored attempt under TCG). False (and saved anyway) when the shell does not answer
+    in :data:`SHELL_SYNC_S`: the restored consoles then probe as a booted one does."""
+    try:
+        guest.console.sync_shell(SHELL_SYNC_S)
+    except InfraError as exc:
+        log.warning("console shell of %s did not answer before the save: %s",
+                    guest.domain.name, exc)
+        return False
+    return True
 
 
 class SnapshotSession(Session):
@@ -84,6 +107,8 @@ class SnapshotSession(Session):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        # The next restore of a dumped guest's name waits for its dump: no stepping aside.
+        self.evidence_yields = False
         #: Saved guests per (kernel, image, guest options): a second is booted and saved
         #: when the first is still being dumped (``overlap_teardown``) and enough attempts
         #: remain to repay a boot; attempts then alternate between the two.
@@ -93,6 +118,8 @@ class SnapshotSession(Session):
         self._used: dict[str, int] = {}  # saved guest -> the attempt that last restored it
         self.restores = 0
         self.restore_seconds: list[float] = []
+        #: The saved guest being restored while the current attempt runs, if any.
+        self._ahead: PreRestore | None = None
 
     @staticmethod
     def _key(case: CaseSpec, kernel: KernelArtifacts, image: GuestImage) -> str:
@@ -105,17 +132,59 @@ class SnapshotSession(Session):
             # The overlay lives on the lab host: no copy of it to restore from here.
             return super().boot(case, directory, kernel, image)
         pool = self._saved.setdefault(self._key(case, kernel, image), [])
+        ahead = self._take_ahead(pool)
         free = [saved for saved in pool if not self.busy(saved.name)]
-        if free or (pool and not self._another_pays(case, pool)):
+        if ahead is not None:
+            restored = self._restore(case, directory, ahead.saved, image, ahead=ahead)
+        elif free or (pool and not self._another_pays(case, pool)):
             # The guest used longest ago: free, or (when none is) the nearest to done.
             oldest = min(free or pool, key=lambda saved: self._used.get(saved.name, -1))
-            return self._restore(case, directory, oldest, image)
-        guest, serial = super().boot(case, directory, kernel, image)
-        if not guest.ready or guest.fatal_event is not None:
-            return guest, serial  # died while booting: a verdict, nothing to save
-        saved = self._save(guest, serial, directory, image)
-        pool.append(saved)
-        return self._restore(case, directory, saved, image)
+            restored = self._restore(case, directory, oldest, image)
+        else:
+            guest, serial = super().boot(case, directory, kernel, image)
+            if not guest.ready or guest.fatal_event is not None:
+                return guest, serial  # died while booting: a verdict, nothing to save
+            synced = _sync_before_save(guest)
+            if guest.fatal_event is not None:
+                return guest, serial  # died while its shell started: a verdict too
+            saved = self._save(guest, serial, directory, image, shell_synced=synced)
+            pool.append(saved)
+            restored = self._restore(case, directory, saved, image)
+        self._restore_ahead(case, pool, running=restored[0].domain.name)
+        return restored
+
+    def _take_ahead(self, pool: list[SavedGuest]) -> PreRestore | None:
+        """The guest restored ahead for this attempt, if one of ``pool``'s was (one of
+        another kind's is discarded: its attempts are over)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead.saved not in pool:
+            ahead.discard()
+            return None
+        return ahead
+
+    def _restore_ahead(self, case: CaseSpec, pool: list[SavedGuest], running: str) -> None:
+        """Restore the other saved guest while ``running``'s attempt runs, when an attempt
+        is still to come (see :mod:`reprolab.run.prerestore`)."""
+        others = [saved for saved in pool if saved.name != running]
+        if (not self.overlap_teardown or not others or self._ahead is not None
+                or self._attempt_index >= case.attempts):
+            return
+        saved = min(others, key=lambda other: self._used.get(other.name, -1))
+        waits: list[Callable[[], None]] = [
+            e.wait_released for e in self._evidence
+            if e.guest.domain.name == saved.name and e.thread is not None]
+        teardown = self._teardowns.get(saved.name)
+        if teardown is not None:
+            waits.append(teardown.join)
+        conn = self.conn
+
+        def restore() -> Domain:
+            for overlay, frozen in saved.disks:
+                snapdisk.thaw(frozen, overlay)
+            return Domain.restore(conn, saved.path, saved.name, saved.xml)
+
+        self._ahead = PreRestore(saved, tuple(waits), self._live.get(saved.name),
+                                 restore).start()
 
     def _another_pays(self, case: CaseSpec, pool: list[SavedGuest]) -> bool:
         """Boot a second guest to restore while the first is dumped? Only when the waits
@@ -127,8 +196,8 @@ class SnapshotSession(Session):
         cost = pool[0].boot_seconds + pool[0].save_seconds
         return to_come * (self.evidence_seconds or EVIDENCE_GUESS_S) > cost
 
-    def _save(self, guest: Guest, serial: Path, directory: Path, image: GuestImage
-              ) -> SavedGuest:
+    def _save(self, guest: Guest, serial: Path, directory: Path, image: GuestImage, *,
+              shell_synced: bool) -> SavedGuest:
         domain = guest.domain
         xml = domain.live_xml()
         path = self.run_dir / f"{domain.name}.save"
@@ -160,26 +229,36 @@ class SnapshotSession(Session):
                           save_seconds=save_seconds, ssh_port=ssh_port,
                           host_key=image.host_key,
                           cmdline=(directory / "cmdline.txt").read_text().strip(),
-                          disks=disks)
+                          disks=disks, shell_synced=shell_synced)
 
     def _restore(self, case: CaseSpec, directory: Path, saved: SavedGuest,
-                 image: GuestImage) -> tuple[Guest, Path]:
-        # The saved name is the only one libvirt restores under: the dump and destroy of
-        # the last attempt on it must be over first, even when the session lets them
-        # overlap the next attempt.
-        self.finish_domain(saved.name)
+                 image: GuestImage, *, ahead: PreRestore | None = None
+                 ) -> tuple[Guest, Path]:
         self._used[saved.name] = self._attempt_index
-        stale = self._live.pop(saved.name, None)
-        if stale is not None:
-            stale.destroy()
-            stale.wait_gone()
         log_path = directory / "console.log"
         with log_path.open("ab") as sink, saved.boot_log.open("rb") as src:
             shutil.copyfileobj(src, sink)
         t0 = time.monotonic()
-        for overlay, frozen in saved.disks:
-            snapdisk.thaw(frozen, overlay)
-        domain = Domain.restore(self.conn, saved.path, saved.name, saved.xml)
+        domain = ahead.take() if ahead is not None else None
+        if domain is not None:
+            # Restored ahead once the last attempt on it had let go of the name (its
+            # triage may run on), the stale domain destroyed before that: never destroy it
+            # again now, its handle names the same UUID as the restored one.
+            self._live.pop(saved.name, None)
+        else:
+            ahead = None
+            # The saved name is the only one libvirt restores under: the dump and destroy
+            # of the last attempt on it must be over first, even when the session lets
+            # them overlap the next attempt.
+            self.finish_domain(saved.name)
+            t0 = time.monotonic()
+            stale = self._live.pop(saved.name, None)
+            if stale is not None:
+                stale.destroy()
+                stale.wait_gone()
+            for overlay, frozen in saved.disks:
+                snapdisk.thaw(frozen, overlay)
+            domain = Domain.restore(self.conn, saved.path, saved.name, saved.xml)
         self._live[saved.name] = domain
         (directory / "domain.xml").write_text(domain.live_xml())
         ssh = None
@@ -189,6 +268,8 @@ class SnapshotSession(Session):
         # gateway, and a crash while SSH comes up is a verdict.
         guest = bring_up(self, case, domain, directory, saved.serial, ready_marker=None,
                          ssh=ssh, t0=t0)
+        if saved.shell_synced:
+            guest.console.assume_synced()
         seconds = guest.boot_seconds or 0.0
         self.restores += 1
         self.restore_seconds.append(seconds)
@@ -196,6 +277,10 @@ class SnapshotSession(Session):
             "restored_from": str(saved.path), "boot_seconds": saved.boot_seconds,
             "save_seconds": round(saved.save_seconds, 3),
             "restore_seconds": round(seconds, 3),
+            # Restored while the attempt before ran: how long that took, off this one's path.
+            "restored_ahead_seconds": (round(ahead.seconds, 3)
+                                       if ahead is not None and ahead.seconds is not None
+                                       else None),
             "disks": [str(overlay) for overlay, _ in saved.disks],
         }, indent=2) + "\n")
         (directory / "cmdline.txt").write_text(saved.cmdline + "\n")
@@ -214,6 +299,9 @@ class SnapshotSession(Session):
             portable=self.portable_bundles)
 
     def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead.discard()
+            self._ahead = None
         self.finish_teardowns()
         for domain in self._live.values():
             domain.destroy()

@@ -89,14 +89,18 @@ def test_restored_guest_is_tagged_and_destroyed_on_close(tmp_path: Path) -> None
 
 
 @pytest.mark.vm
-def test_restores_alternate_between_two_guests_while_one_is_dumped(tmp_path: Path) -> None:
+def test_restores_alternate_between_two_guests_while_one_is_dumped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With attempts enough to repay a second boot, the second attempt boots and saves a
     second guest (the first is still being dumped); then restores alternate between the
-    two, each attempt's evidence finishing while the next runs. Nothing is lost: every
-    attempt ends with its vmcore and dossier, the crash hook hears of each only once they
-    are on disk, and no guest is left."""
+    two, each attempt's evidence finishing while the next runs, and each guest restored
+    while the other runs (from the third attempt on). The dumps keep their CPU share: the
+    next restore waits for them. Nothing is lost: every attempt ends with its vmcore and
+    dossier, the crash hook hears of each only once they are on disk, and no guest is
+    left."""
     from reprolab.replay import load_testcase
     from reprolab.run.snapshot import BOOT_LOG, SnapshotSession
+    shares = _spy_on_yield(monkeypatch)
 
     loaded = load_testcase(str(CASE))
     case = loaded.case.with_overrides(attempts=6, until="all")
@@ -116,7 +120,54 @@ def test_restores_alternate_between_two_guests_while_one_is_dumped(tmp_path: Pat
     names = [domain_name(r.directory) for r in results]
     assert len(set(names)) == 2 and all(a != b for a, b in itertools.pairwise(names))
     assert sorted(heard) == [(n, True) for n in range(1, 7)]
+    assert shares == []
+    ahead = [json.loads((r.directory / "snapshot.json").read_text())["restored_ahead_seconds"]
+             for r in results]
+    assert ahead[:2] == [None, None] and all(s is not None and s > 0 for s in ahead[2:])
     for r in results:
         final = json.loads((r.directory / "result.json").read_text())
         assert Path(final["vmcore"]).is_file() and Path(final["dossier"]).is_file()
     assert not set(names) & set(our_domains())
+
+
+def _spy_on_yield(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The CPU share libvirt reports for each guest whose evidence stepped aside."""
+    from reprolab.virt.domain import Domain
+
+    shares: list[int] = []
+    yield_cpu = Domain.yield_cpu
+
+    def spy(domain: Domain) -> bool:
+        done = yield_cpu(domain)
+        shares.append(domain.dom.schedulerParameters()["cpu_shares"] if done else -1)
+        return done
+
+    monkeypatch.setattr(Domain, "yield_cpu", spy)
+    return shares
+
+
+@pytest.mark.vm
+def test_a_dump_behind_the_next_boot_yields_the_cpu_to_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cold attempts: the first attempt's guest is dumped while the second boots, at
+    libvirt's smallest CPU share (asked of libvirt, not assumed); the last attempt's own
+    dump is on its path and keeps its share. Both end with vmcore and dossier."""
+    from reprolab.replay import load_testcase
+    from reprolab.run.session import Session
+    from reprolab.virt.domain import MIN_CPU_SHARES
+
+    shares = _spy_on_yield(monkeypatch)
+    loaded = load_testcase(str(CASE))
+    case = loaded.case.with_overrides(attempts=2, until="all")
+    session = Session(artifacts=tmp_path / "artifacts", overlap_teardown=True)
+    try:
+        results = [session.run_attempt(case, index, loaded.body())[0] for index in (1, 2)]
+        session.finish_teardowns()
+    finally:
+        session.close()
+    assert [r.outcome.value for r in results] == ["reproduced"] * 2
+    assert shares == [MIN_CPU_SHARES]
+    for r in results:
+        final = json.loads((r.directory / "result.json").read_text())
+        assert Path(final["vmcore"]).is_file() and Path(final["dossier"]).is_file()
+    assert not {domain_name(r.directory) for r in results} & set(our_domains())
