@@ -131,7 +131,21 @@ def test_infrastructure_errors_are_never_a_verdict(pytester: pytest.Pytester,
     res.assert_outcomes(failed=1)
     res.stdout.fnmatch_lines(["*infrastructure error, no kernel verdict: qemu exited under*"])
     assert {r["failure"] for r in rows} == {"infrastructure"}
-    res.stdout.fnmatch_lines(["infra-error*0/2*"])
+    # The first loss is run again; that one lost too, the harness is broken: no more.
+    res.stdout.fnmatch_lines(["infra-error*0/3*"])
+
+
+@pytest.mark.parametrize("mode", ["regression", "reproduce"])
+def test_an_attempt_lost_to_the_harness_is_run_again(pytester: pytest.Pytester,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     mode: str) -> None:
+    """QEMU died under attempt 1 (once seen as a TCG segfault in CI): it is run again as
+    attempt 2, which decides the case; attempt 1 stays on record."""
+    word = "reproduced" if mode == "reproduce" else "clean"
+    res, rows = _run(pytester, monkeypatch, _case(mode, attempts=1),
+                     {"*": ["infra", word]})
+    res.assert_outcomes(passed=1)
+    assert [r["failure"] for r in rows if r["hook"] == "attempt"] == ["infrastructure", None]
 
 
 def test_pool_takes_a_sick_host_out_and_reruns_the_case_elsewhere(
