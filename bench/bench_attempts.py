@@ -13,7 +13,8 @@ run's first attempt pays the boot and the save; it is in the total and the attem
 hour, as it would be in a real run, and left out of the "restored" median that the
 restored/cold ratio (goal: at most 25%) compares with the cold median.
 
-On the initramfs kind a third row, in the same run, is the floor: bare
+On the initramfs kind a third row, in the same run (half its runs before the reprolab rows,
+half after), is the floor: bare
 ``qemu-system-x86_64`` with the same kernel and initramfs, whose init mounts /proc and
 triggers the same sysrq crash (``panic=-1``, ``-no-reboot``: QEMU exits at the panic), in
 libvirt's CPU cgroup. The cold attempt's median over it is the second goal (at most 1.3x);
@@ -66,7 +67,7 @@ BARE_INIT = ("#!/usr/bin/busybox sh\n/usr/bin/busybox mkdir -p /proc\n"
              "echo c > /proc/sysrq-trigger\n")
 
 
-def run_bare(attempts: int, workdir: Path, *, pvh: bool = False) -> dict[str, Any]:
+def run_bare(attempts: int, workdir: Path, *, pvh: bool = False) -> list[float]:
     """Bare QEMU to the sysrq panic, ``attempts`` times: the floor of a cold attempt
     (``pvh``: booting the file reprolab boots, the uncompressed vmlinux)."""
     kernel = stock_kernel()
@@ -84,8 +85,12 @@ def run_bare(attempts: int, workdir: Path, *, pvh: bool = False) -> dict[str, An
         if "sysrq triggered crash" not in done.stdout:
             raise SystemExit(f"bare QEMU did not reach the panic: {done.tail(5)}")
         durations.append(seconds)
+    return durations
+
+
+def bare_row(durations: list[float], *, pvh: bool) -> dict[str, Any]:
     return {"mode": BARE_PVH if pvh else "bare QEMU", "boot": "pvh" if pvh else "bzimage",
-            "image": "minimal", "attempts": attempts, "hits": attempts,
+            "image": "minimal", "attempts": len(durations), "hits": len(durations),
             **_timings(durations, durations, sum(durations)),
             "median_boot_or_restore_seconds": None, "median_dump_seconds": None,
             "infra_errors_retried": 0}
@@ -187,17 +192,30 @@ def main() -> int:
     args = parser.parse_args()
     boots = [b for b in args.boots.split(",") if b]
     rows = []
+    floor_runs: dict[bool, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="rl-bench-attempts-") as tmp:
+
+        def measure_floors(attempts: int) -> None:
+            """Half of each floor's runs before the reprolab rows, half after: a load
+            that drifts over the run (it does, 2.4-3.2 s for the PVH floor in separate
+            runs) weighs on both sides of the ratio."""
+            os.environ.pop("REPROLAB_BOOT", None)  # the floors name their file themselves
+            if "minimal" not in args.images.split(","):
+                return
+            kinds = [False, *([True] if boot_image(stock_kernel()) != stock_kernel().image
+                              else [])]
+            for pvh in kinds:
+                floor_runs.setdefault(pvh, []).extend(
+                    run_bare(attempts, Path(tmp) / f"bare-{pvh}", pvh=pvh))
+
+        measure_floors(args.attempts // 2)
         for boot in boots:
             for image in args.images.split(","):
                 for mode in ("boot", "snapshot"):
                     rows.append(run_mode(mode, image, args.attempts,
                                          Path(tmp) / boot / image / mode, boot=boot))
-        os.environ.pop("REPROLAB_BOOT", None)  # the floors name their file themselves
-        if "minimal" in args.images.split(","):
-            rows.append(run_bare(args.attempts, Path(tmp) / "bare"))
-            if boot_image(stock_kernel()) != stock_kernel().image:
-                rows.append(run_bare(args.attempts, Path(tmp) / "bare-pvh", pvh=True))
+        measure_floors(args.attempts - args.attempts // 2)
+        rows += [bare_row(durations, pvh=pvh) for pvh, durations in floor_runs.items()]
     ratios: dict[str, dict[str, float]] = {}
     floors = {r["boot"]: r for r in rows if r["mode"] in ("bare QEMU", BARE_PVH)}
     for boot in boots:
