@@ -4,7 +4,7 @@ A restore is most of a restored attempt's own cost (0.5-0.9 s of a 1.4 s attempt
 TCG: libvirt starts QEMU, reads back the guest's memory and asks QEMU for the guest CPU
 property by property), and nothing in it depends on the attempt before: the guest it
 restores is the saved one, not the one that just ran. So while one saved guest runs an
-attempt, the next is restored, paused, behind it, once the dump and destroy of its own
+attempt, the other is restored, paused, behind it, once the dump and destroy of its own
 last attempt are over (restore reuses the saved name). The next attempt then only
 attaches its console and resumes it.
 
@@ -66,10 +66,6 @@ class PreRestore:
             self.seconds = time.monotonic() - t0
         except BaseException as exc:  # handed to take(): the attempt restores it itself
             self.error = exc
-
-    def done(self) -> bool:
-        """Restored (or failed): :meth:`take` does not wait."""
-        return self.thread is not None and not self.thread.is_alive()
 
     def take(self) -> Domain | None:
         """The restored domain, paused; None when restoring it failed (logged: the attempt

@@ -9,9 +9,8 @@ from then on gives every attempt a domain restored from that file
 (``virDomainRestoreFlags(..., VIR_DOMAIN_SAVE_PAUSED)``, so the console is attached before
 the guest runs again). Everything after boot (body, capture, triage, verdict) is the
 ordinary session's. The guest is saved once its console shell answers, so a restore
-starts at the prompt; with more than one saved guest, the next one is restored while
-another runs an attempt (:mod:`reprolab.run.prerestore`), so the next attempt only
-resumes it.
+starts at the prompt; with two saved guests, each is restored while the other runs an
+attempt (:mod:`reprolab.run.prerestore`), so the next attempt only resumes it.
 
 A disk-image guest (qcow2 overlay) is saved with its disk: the overlay as it was when the
 RAM was saved is kept aside, and every restore gets a fresh copy of it
@@ -60,9 +59,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BOOT_LOG = "boot-console.log"
-#: Saved guests per kind, at most: one runs an attempt, one is restored behind it, and
-#: the third is being dumped (a short attempt is over before a dump and a restore are).
-POOL_SIZE = 3
+#: Saved guests per kind, at most: one restored while the other's evidence is written.
+POOL_SIZE = 2
 #: How long the console shell may take to answer before a save (once per saved guest).
 SHELL_SYNC_S = 15.0
 #: What a crashed 512 MiB guest's dump and triage take, until one was timed (1.2-1.7 s here).
@@ -113,8 +111,7 @@ class SnapshotSession(Session):
         self.evidence_yields = False
         #: Saved guests per (kernel, image, guest options): a second is booted and saved
         #: when the first is still being dumped (``overlap_teardown``) and enough attempts
-        #: remain to repay a boot, a third when waiting for the one restored ahead would
-        #: cost more; attempts then take them in turn, the one used longest ago next.
+        #: remain to repay a boot; attempts then alternate between the two.
         self._saved: dict[str, list[SavedGuest]] = {}
         self._live: dict[str, Domain] = {}
         self._attempt_index = 0
@@ -123,8 +120,6 @@ class SnapshotSession(Session):
         self.restore_seconds: list[float] = []
         #: The saved guest being restored while the current attempt runs, if any.
         self._ahead: PreRestore | None = None
-        #: How long the last attempt waited for the guest restored ahead of it.
-        self._ahead_wait = 0.0
 
     @staticmethod
     def _key(case: CaseSpec, kernel: KernelArtifacts, image: GuestImage) -> str:
@@ -137,14 +132,11 @@ class SnapshotSession(Session):
             # The overlay lives on the lab host: no copy of it to restore from here.
             return super().boot(case, directory, kernel, image)
         pool = self._saved.setdefault(self._key(case, kernel, image), [])
-        ahead = self._ahead_for(pool)
+        ahead = self._take_ahead(pool)
         free = [saved for saved in pool if not self.busy(saved.name)]
-        if ahead is not None and (ahead.done() or not self._another_pays(
-                case, pool, self._ahead_wait)):
-            self._ahead = None
+        if ahead is not None:
             restored = self._restore(case, directory, ahead.saved, image, ahead=ahead)
-        elif ahead is None and (free or (pool and not self._another_pays(
-                case, pool, self.evidence_seconds or EVIDENCE_GUESS_S))):
+        elif free or (pool and not self._another_pays(case, pool)):
             # The guest used longest ago: free, or (when none is) the nearest to done.
             oldest = min(free or pool, key=lambda saved: self._used.get(saved.name, -1))
             restored = self._restore(case, directory, oldest, image)
@@ -157,18 +149,18 @@ class SnapshotSession(Session):
                 return guest, serial  # died while its shell started: a verdict too
             saved = self._save(guest, serial, directory, image, shell_synced=synced)
             pool.append(saved)
-            # A guest still being restored ahead stays so, for the next attempt.
             restored = self._restore(case, directory, saved, image)
         self._restore_ahead(case, pool, running=restored[0].domain.name)
         return restored
 
-    def _ahead_for(self, pool: list[SavedGuest]) -> PreRestore | None:
-        """The guest being restored ahead for this attempt, if one of ``pool``'s is (one
-        of another kind's is discarded: its attempts are over)."""
-        if self._ahead is not None and self._ahead.saved not in pool:
-            self._ahead.discard()
-            self._ahead = None
-        return self._ahead
+    def _take_ahead(self, pool: list[SavedGuest]) -> PreRestore | None:
+        """The guest restored ahead for this attempt, if one of ``pool``'s was (one of
+        another kind's is discarded: its attempts are over)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead.saved not in pool:
+            ahead.discard()
+            return None
+        return ahead
 
     def _restore_ahead(self, case: CaseSpec, pool: list[SavedGuest], running: str) -> None:
         """Restore the other saved guest while ``running``'s attempt runs, when an attempt
@@ -194,17 +186,15 @@ class SnapshotSession(Session):
         self._ahead = PreRestore(saved, tuple(waits), self._live.get(saved.name),
                                  restore).start()
 
-    def _another_pays(self, case: CaseSpec, pool: list[SavedGuest], wait: float) -> bool:
-        """Boot another guest to save instead of waiting for one? Only when the waits it
-        saves, ``wait`` for each attempt still to come, add up to more than the first
-        guest's boot and save took. A second guest saves waiting for the first one's
-        dump (the last evidence's time); a third, waiting for the guest restored ahead,
-        whose own dump and restore took longer than an attempt (the last such wait)."""
+    def _another_pays(self, case: CaseSpec, pool: list[SavedGuest]) -> bool:
+        """Boot a second guest to restore while the first is dumped? Only when the waits
+        it saves, one per attempt still to come (the last evidence's time, a dump and a
+        triage), add up to more than the first guest's boot and save took."""
         if len(pool) >= POOL_SIZE or not self.overlap_teardown:
             return False
         to_come = case.attempts - self._attempt_index + 1
         cost = pool[0].boot_seconds + pool[0].save_seconds
-        return to_come * wait > cost
+        return to_come * (self.evidence_seconds or EVIDENCE_GUESS_S) > cost
 
     def _save(self, guest: Guest, serial: Path, directory: Path, image: GuestImage, *,
               shell_synced: bool) -> SavedGuest:
@@ -250,8 +240,6 @@ class SnapshotSession(Session):
             shutil.copyfileobj(src, sink)
         t0 = time.monotonic()
         domain = ahead.take() if ahead is not None else None
-        if ahead is not None:
-            self._ahead_wait = time.monotonic() - t0
         if domain is not None:
             # Restored ahead once the last attempt on it had let go of the name (its
             # triage may run on), the stale domain destroyed before that: never destroy it
