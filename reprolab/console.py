@@ -227,11 +227,6 @@ class Console:
             raise GuestDied(f"console of {self.domain} is not attached")
         self._child.send(line.rstrip("\n") + "\n")
 
-    @property
-    def synced(self) -> bool:
-        """Is the console shell known to read what is typed?"""
-        return self._synced
-
     def assume_synced(self) -> None:
         """The shell is known to read input without a probe: a guest restored from a state
         saved after :meth:`sync_shell` answered runs that same shell at that same prompt."""

@@ -86,6 +86,13 @@ class SavedGuest:
     #: The console shell answered before the save, so every restore starts at its prompt.
     shell_synced: bool = False
 
+    def restore(self, conn: Any) -> Domain:
+        """Its disks as they were at the save, and the domain restored from the file,
+        paused: the one way back for an attempt and for a restore ahead of one."""
+        for overlay, frozen in self.disks:
+            snapdisk.thaw(frozen, overlay)
+        return Domain.restore(conn, self.path, self.name, self.xml)
+
 
 def _sync_before_save(guest: Guest) -> bool:
     """Wait for the console shell before the save, once: the ready marker comes from init
@@ -177,14 +184,8 @@ class SnapshotSession(Session):
         if teardown is not None:
             waits.append(teardown.join)
         conn = self.conn
-
-        def restore() -> Domain:
-            for overlay, frozen in saved.disks:
-                snapdisk.thaw(frozen, overlay)
-            return Domain.restore(conn, saved.path, saved.name, saved.xml)
-
         self._ahead = PreRestore(saved, tuple(waits), self._live.get(saved.name),
-                                 restore).start()
+                                 lambda: saved.restore(conn)).start()
 
     def _another_pays(self, case: CaseSpec, pool: list[SavedGuest]) -> bool:
         """Boot a second guest to restore while the first is dumped? Only when the waits
@@ -251,14 +252,12 @@ class SnapshotSession(Session):
             # of the last attempt on it must be over first, even when the session lets
             # them overlap the next attempt.
             self.finish_domain(saved.name)
-            t0 = time.monotonic()
             stale = self._live.pop(saved.name, None)
             if stale is not None:
                 stale.destroy()
                 stale.wait_gone()
-            for overlay, frozen in saved.disks:
-                snapdisk.thaw(frozen, overlay)
-            domain = Domain.restore(self.conn, saved.path, saved.name, saved.xml)
+            t0 = time.monotonic()
+            domain = saved.restore(self.conn)
         self._live[saved.name] = domain
         (directory / "domain.xml").write_text(domain.live_xml())
         ssh = None
