@@ -229,7 +229,9 @@ class Console:
 
     def assume_synced(self) -> None:
         """The shell is known to read input without a probe: a guest restored from a state
-        saved after :meth:`sync_shell` answered runs that same shell at that same prompt."""
+        saved after :meth:`sync_shell` answered runs that same shell at that same prompt, and
+        an image whose console shell printed the ready marker itself holds the tty already
+        (a line typed after the marker waits in its input buffer for the shell)."""
         self._synced = True
 
     def sync_shell(self, timeout: float = 30.0) -> None:

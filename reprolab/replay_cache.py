@@ -254,6 +254,9 @@ def _install_image(bundle: Bundle, rec: _Record, initrd_sha: str | None) -> Gues
     has_ssh = rec.data.get("has_ssh")
     if not isinstance(has_ssh, bool):
         raise rec.fail("has_ssh", "must be true or false")
+    shell_at_ready = rec.data.get("shell_at_ready", False)  # absent: a bundle from before it
+    if not isinstance(shell_at_ready, bool):
+        raise rec.fail("shell_at_ready", "must be true or false")
     entry = images_cache() / f"bundle-{initrd_sha.removeprefix('sha256:')[:20]}"
     with FileLock(str(entry) + ".lock"):
         if not (entry / "initrd.img").is_file() or file_hash(entry / "initrd.img") != initrd_sha:
@@ -263,7 +266,7 @@ def _install_image(bundle: Bundle, rec: _Record, initrd_sha: str | None) -> Gues
     return GuestImage(
         recipe=str(rec.get("recipe", _NAME)), kind="initramfs", initrd=entry / "initrd.img",
         disk=None, cmdline=tuple(cmdline), ready_marker=str(marker), host_key=host_key,
-        has_ssh=has_ssh, key=str(rec.get("key")), cached=True)
+        has_ssh=has_ssh, key=str(rec.get("key")), shell_at_ready=shell_at_ready, cached=True)
 
 
 def compare_signature(original: Mapping[str, Any], signature: str | None) -> tuple[bool | None,

@@ -49,6 +49,10 @@ class GuestImage:
     has_ssh: bool
     #: Content hash.
     key: str
+    #: The console shell prints the ready marker as it starts (guestinit.CONSOLE_SHELL), so
+    #: the first line typed after it needs no probe; False where another process prints it
+    #: (a disk image's unit, an initrd built before the shell did).
+    shell_at_ready: bool = False
     #: Seconds the original build took; ``cached`` says whether this call built it.
     build_seconds: float = 0.0
     cached: bool = False
@@ -175,7 +179,7 @@ def _build(
         return GuestImage(
             recipe=rec.name, kind="initramfs", initrd=initrd, disk=None, cmdline=(),
             ready_marker=guestinit.READY_MARKER, host_key=host.public if host else None,
-            has_ssh=rec.ssh, key=key,
+            has_ssh=rec.ssh, key=key, shell_at_ready=True,
         )
     loader = initramfs.Tree(scratch / "loader")
     initramfs.build_loader_tree(loader, kernel)
@@ -227,6 +231,7 @@ def _load_meta(directory: Path, *, cached: bool) -> GuestImage:
             disk=directory / data["disk"] if data["disk"] else None,
             cmdline=tuple(data["cmdline"]), ready_marker=data["ready_marker"],
             host_key=data["host_key"], has_ssh=data["has_ssh"], key=data["key"],
+            shell_at_ready=data.get("shell_at_ready") is True,
             build_seconds=float(data.get("build_seconds", 0.0)), cached=cached,
         )
     except (OSError, ValueError, KeyError) as exc:

@@ -149,6 +149,7 @@ def build_initramfs_tree(
     tree.write("etc/inittab", guestinit.INITTAB)
     tree.write("etc/profile", guestinit.PROFILE)
     tree.write("etc/reprolab/rc", guestinit.initramfs_rc(recipe, mods.load), 0o755)
+    tree.write(guestinit.CONSOLE_SHELL_PATH.lstrip("/"), guestinit.CONSOLE_SHELL, 0o755)
     init = tree.dest("/init")
     init.symlink_to("/bin/busybox")
     if recipe.ssh:

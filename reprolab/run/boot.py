@@ -174,6 +174,8 @@ def cold_boot(session: Session, case: CaseSpec, directory: Path, kernel: KernelA
         ssh = SshTarget(spec.ssh_port, image.host_key)
     guest = bring_up(session, case, domain, directory, serial,
                      ready_marker=image.ready_marker, ssh=ssh)
+    if guest.ready and image.shell_at_ready:
+        guest.console.assume_synced()
     return guest, serial
 
 

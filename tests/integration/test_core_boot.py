@@ -68,8 +68,12 @@ def test_sysrq_case_through_pytest_reproduces_with_vmcore(tmp_path: Path) -> Non
     assert dossier["osrelease"] == stock_release() and not dossier["errors"]
     assert dossier["panic_message"] == "sysrq triggered crash"
     assert any("sysrq" in line for line in dossier["dmesg_tail"])
-    assert "Kernel panic - not syncing: sysrq triggered crash" in (
-        attempt / "console.log").read_text(errors="replace")
+    console = (attempt / "console.log").read_text(errors="replace")
+    assert "Kernel panic - not syncing: sysrq triggered crash" in console
+    # The image's shell printed the ready marker as it started: the body's command was the
+    # first thing typed, with no probe before it, and it ran.
+    typed = console[console.index("REPROLAB-READY"):]
+    assert "P$((6*7))" not in typed and "echo c > /proc/sysrq-trigger" in typed
     result = json.loads((attempt / "result.json").read_text())
     # libvirt's own copy of the console stays only where it differs from what was read.
     assert (attempt / "console.raw").exists()

@@ -139,8 +139,13 @@ def test_init_script_reflects_recipe(tmp_path: Path) -> None:
     assert "modprobe virtio_net" in rc
     assert "sysctl -q -w kernel.panic=3" in rc
     assert guestinit.FW_CFG_KEYS in rc and "dropbear" in rc
-    assert rc.index("echo step-one") < rc.index(guestinit.READY_MARKER)
-    assert rc.rstrip().endswith(f"echo {guestinit.READY_MARKER}")
+    assert rc.rstrip().endswith("echo step-one || echo \"reprolab-init: init step failed\" >&2")
+    # The marker is the console shell's, printed once the rc is done (init runs sysinit
+    # to its end before it spawns the respawn entries) and right before the shell reads.
+    assert guestinit.READY_MARKER not in rc
+    assert f"ttyS0::respawn:{guestinit.CONSOLE_SHELL_PATH}\n" in guestinit.INITTAB
+    shell = guestinit.CONSOLE_SHELL.splitlines()
+    assert shell[-2:] == [f"echo {guestinit.READY_MARKER}", "exec /bin/sh -l"]
 
 
 def _cpio_listing(initrd: Path) -> list[str]:
@@ -157,10 +162,12 @@ def test_minimal_build_is_cached(cache: Path, kernel: KernelArtifacts) -> None:
     assert first.initrd is not None and first.initrd.is_relative_to(cache)
     listing = _cpio_listing(first.initrd)
     assert "init" in listing and "etc/inittab" in listing and "etc/reprolab/rc" in listing
+    assert guestinit.CONSOLE_SHELL_PATH.lstrip("/") in listing
     assert any(p.endswith("pvpanic-pci.ko") for p in listing)
     assert any(p.endswith("modules.dep.bin") for p in listing)
     meta = json.loads((first.initrd.parent / "image.json").read_text())
     assert meta["kind"] == "initramfs" and meta["host_key"] is None
+    assert first.shell_at_ready and meta["shell_at_ready"] is True
 
 
 def _build_in_child(cache: str, queue: multiprocessing.Queue[tuple[bool, str]]) -> None:

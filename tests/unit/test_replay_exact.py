@@ -134,6 +134,24 @@ def test_portable_bundle_replays_on_a_host_without_the_cache(tmp_path: Path,
     assert build_id(exact.kernel) == elf_build_id(ELF_A)
     assert exact.image.initrd is not None and exact.image.initrd.read_bytes() == b"initrd bytes"
     assert exact.image.host_key == "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG"
+    # The fixture's image does not say its shell prints the marker: replays probe first.
+    assert exact.image.shell_at_ready is False
+
+
+@pytest.mark.parametrize("claim", [True, "yes"])
+def test_portable_bundle_says_whether_its_shell_prints_the_marker(
+        tmp_path: Path, cache: Path, claim: object) -> None:
+    directory = _bundle(tmp_path, cache, portable=True)
+    shutil.rmtree(cache)
+    data = json.loads((directory / MANIFEST).read_text())
+    data["artifacts"]["image"]["shell_at_ready"] = claim
+    (directory / MANIFEST).write_text(json.dumps(data))
+    if claim is True:
+        exact = find_exact(load_bundle(directory), lambda _m: None)
+        assert exact.image is not None and exact.image.shell_at_ready is True
+        return
+    with pytest.raises(UserError, match=r"field 'artifacts\.image\.shell_at_ready' must be"):
+        find_exact(load_bundle(directory), lambda _m: None)
 
 
 def test_portable_bundle_with_another_vmlinux_is_refused(tmp_path: Path, cache: Path) -> None:
