@@ -276,3 +276,23 @@ def test_closing_the_console_reaps_its_reader(tmp_path: Path) -> None:
         os.waitpid(pid, os.WNOHANG)  # reaped: no zombie left behind
     assert not hups.exists()  # killed outright, never asked to hang up
     assert console.log_path.exists()
+
+
+def test_a_stop_that_lands_during_the_wait_is_asked_for_soon(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pvpanic's stop often reaches libvirt after the report's last byte: a silent read in
+    settle is short, so the next question comes soon (a 0.25 s read cost restored attempts
+    up to that much)."""
+    guest, domain = _guest(tmp_path, monkeypatch)
+    asked: list[float] = []
+
+    def pump(timeout: float) -> bytes:
+        asked.append(timeout)
+        if len(asked) == 2:
+            domain.now = DomainState("paused", "crashed")
+        return b""
+
+    monkeypatch.setattr(guest.console, "pump", pump)
+    guest.settle()
+    assert guest.seen(PVPANIC)
+    assert len(asked) == 2 and max(asked) <= handle.SETTLE_POLL < 0.25
