@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -88,6 +89,20 @@ class Console:
                 f"could not attach to the console of {self.domain}: {said or 'no answer'}"
             ) from exc
         self.last_output = time.monotonic()
+
+    def move_log(self, path: Path) -> None:
+        """Log on into ``path`` (after what it holds), with what was logged here so far: a
+        console attached before its attempt had a directory, to a guest restored ahead."""
+        if self._log is not None:
+            self._log.close()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with (path.open("ab") as sink, contextlib.suppress(FileNotFoundError),
+              self.log_path.open("rb") as src):
+            shutil.copyfileobj(src, sink)
+        self.log_path.unlink(missing_ok=True)
+        self.log_path = path
+        if self._log is not None:
+            self._log = path.open("ab", buffering=0)
 
     def close(self) -> None:
         if self._child is not None:
@@ -272,8 +287,10 @@ class Console:
             f"printf '%s%s\\n' __RLS_ {token}; {command}; "
             f"printf '%s%s %d\\n' __RLE_ {token} $?"
         )
+        # The start marker's newline is not required: a kernel line printed right after
+        # it (a restored guest's clocksource switch did) comes first, and is output too.
         m = self.wait_for(
-            re.compile(rf"__RLS_{token}\r?\n(?P<out>.*?)__RLE_{token} (?P<rc>\d+)", re.S),
+            re.compile(rf"__RLS_{token}(?:\r?\n)?(?P<out>.*?)__RLE_{token} (?P<rc>\d+)", re.S),
             max(0.0, deadline - time.monotonic()),
             since=since,
         )
