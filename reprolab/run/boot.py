@@ -180,18 +180,24 @@ def cold_boot(session: Session, case: CaseSpec, directory: Path, kernel: KernelA
 
 
 def bring_up(session: Session, case: CaseSpec, domain: Domain, directory: Path, serial: Path,
-             *, ready_marker: str | None, ssh: SshTarget | None, t0: float | None = None
-             ) -> Guest:
+             *, ready_marker: str | None, ssh: SshTarget | None, t0: float | None = None,
+             console: Console | None = None) -> Guest:
     """Attach the console to the paused ``domain``, resume it, wait until it is usable.
 
     ``ready_marker`` is waited for on the console (None: the guest is already past it, as a
-    restored one is); ``t0`` is when the guest's clock starts (default: at resume). On any
-    failure the guest is closed before the error goes on.
+    restored one is); ``t0`` is when the guest's clock starts (default: at resume);
+    ``console``: one already attached to the paused domain (its log moves into
+    ``directory``). On any failure the guest is closed before the error goes on.
     """
-    console = Console(session.uri, domain.name, directory / "console.log")
+    attached = console is not None
+    if console is None:
+        console = Console(session.uri, domain.name, directory / "console.log")
+    else:
+        console.move_log(directory / "console.log")
     guest = Guest(domain, console, directory, silence_timeout=silence_timeout(case))
     try:
-        console.attach()
+        if not attached:
+            console.attach()
         start = time.monotonic() if t0 is None else t0
         domain.resume()
         guest.mark_started(start)

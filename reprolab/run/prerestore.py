@@ -5,8 +5,11 @@ TCG: libvirt starts QEMU, reads back the guest's memory and asks QEMU for the gu
 property by property), and nothing in it depends on the attempt before: the guest it
 restores is the saved one, not the one that just ran. So while one saved guest runs an
 attempt, the other is restored, paused, behind it, once the dump and destroy of its own
-last attempt are over (restore reuses the saved name). The next attempt then only
-attaches its console and resumes it.
+last attempt are over (restore reuses the saved name). Its console is attached there too:
+QEMU 7.2's pty notices a reader only at a poll it runs once a second from its start (or when
+the guest prints, which a guest idle at its prompt does not), so a console attached at the
+attempt's start left the first command unread for up to 0.8 s. The next attempt then only
+resumes it.
 
 A restored domain has no AUTODESTROY (see :mod:`reprolab.run.snapshot`); one restored
 ahead and never used is destroyed by :meth:`PreRestore.discard`, which the session calls
@@ -22,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from reprolab.console import Console
+from reprolab.errors import InfraError
 from reprolab.virt.domain import Domain
 
 if TYPE_CHECKING:
@@ -42,7 +47,11 @@ class PreRestore:
     stale: Domain | None
     #: Thaws the saved disks and restores the domain, paused.
     restore: Callable[[], Domain]
+    #: Attaches a console to the restored domain (its log is moved into the attempt's).
+    attach: Callable[[Domain], Console] | None = None
     domain: Domain | None = None
+    #: That console; None when attaching failed (the attempt attaches its own).
+    console: Console | None = None
     error: BaseException | None = None
     #: How long the restore took, off the critical path.
     seconds: float | None = None
@@ -66,6 +75,12 @@ class PreRestore:
             self.seconds = time.monotonic() - t0
         except BaseException as exc:  # handed to take(): the attempt restores it itself
             self.error = exc
+            return
+        if self.attach is not None:
+            try:
+                self.console = self.attach(self.domain)
+            except InfraError as exc:
+                log.warning("console of %s not attached ahead: %s", self.saved.name, exc)
 
     def take(self) -> Domain | None:
         """The restored domain, paused; None when restoring it failed (logged: the attempt
@@ -80,5 +95,8 @@ class PreRestore:
         """Never used: the domain goes (the run is over, or the next attempt is another
         guest's)."""
         domain = self.take()
+        if self.console is not None:
+            self.console.close()
+            self.console.log_path.unlink(missing_ok=True)
         if domain is not None:
             domain.destroy()

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reprolab.case import CaseSpec
+from reprolab.console import Console
 from reprolab.errors import InfraError
 from reprolab.guest.handle import Guest
 from reprolab.kernel.artifacts import KernelArtifacts
@@ -185,7 +186,16 @@ class SnapshotSession(Session):
             waits.append(teardown.join)
         conn = self.conn
         self._ahead = PreRestore(saved, tuple(waits), self._live.get(saved.name),
-                                 lambda: saved.restore(conn)).start()
+                                 lambda: saved.restore(conn), attach=self._console_ahead
+                                 ).start()
+
+    def _console_ahead(self, domain: Domain) -> Console:
+        """A console on a guest restored ahead, logging into the run directory until its
+        attempt moves the log into its own."""
+        console = Console(self.uri, domain.name,
+                          self.run_dir / f"{domain.name}.ahead-console.log")
+        console.attach()
+        return console
 
     def _another_pays(self, case: CaseSpec, pool: list[SavedGuest]) -> bool:
         """Boot a second guest to restore while the first is dumped? Only when the waits
@@ -241,6 +251,7 @@ class SnapshotSession(Session):
             shutil.copyfileobj(src, sink)
         t0 = time.monotonic()
         domain = ahead.take() if ahead is not None else None
+        console = ahead.console if ahead is not None and domain is not None else None
         if domain is not None:
             # Restored ahead once the last attempt on it had let go of the name (its
             # triage may run on), the stale domain destroyed before that: never destroy it
@@ -266,7 +277,7 @@ class SnapshotSession(Session):
         # The cold boot's own path past the ready marker: SSH through the lab host's
         # gateway, and a crash while SSH comes up is a verdict.
         guest = bring_up(self, case, domain, directory, saved.serial, ready_marker=None,
-                         ssh=ssh, t0=t0)
+                         ssh=ssh, t0=t0, console=console)
         if saved.shell_synced:
             guest.console.assume_synced()
         seconds = guest.boot_seconds or 0.0
@@ -280,6 +291,7 @@ class SnapshotSession(Session):
             "restored_ahead_seconds": (round(ahead.seconds, 3)
                                        if ahead is not None and ahead.seconds is not None
                                        else None),
+            "console_attached_ahead": console is not None,
             "disks": [str(overlay) for overlay, _ in saved.disks],
         }, indent=2) + "\n")
         (directory / "cmdline.txt").write_text(saved.cmdline + "\n")

@@ -121,9 +121,14 @@ def test_restores_alternate_between_two_guests_while_one_is_dumped(
     assert len(set(names)) == 2 and all(a != b for a, b in itertools.pairwise(names))
     assert sorted(heard) == [(n, True) for n in range(1, 7)]
     assert shares == []
-    ahead = [json.loads((r.directory / "snapshot.json").read_text())["restored_ahead_seconds"]
-             for r in results]
+    snaps = [json.loads((r.directory / "snapshot.json").read_text()) for r in results]
+    ahead = [snap["restored_ahead_seconds"] for snap in snaps]
     assert ahead[:2] == [None, None] and all(s is not None and s > 0 for s in ahead[2:])
+    # Their consoles were attached there too, and each attempt's log holds its own run.
+    assert [snap["console_attached_ahead"] for snap in snaps] == [False] * 2 + [True] * 4
+    for r in results:
+        assert "sysrq triggered crash" in (r.directory / "console.log").read_text(
+            errors="replace")
     for r in results:
         final = json.loads((r.directory / "result.json").read_text())
         assert Path(final["vmcore"]).is_file() and Path(final["dossier"]).is_file()
