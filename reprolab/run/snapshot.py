@@ -96,11 +96,12 @@ class SavedGuest:
 
 
 def _sync_before_save(guest: Guest) -> bool:
-    """Wait for the console shell before the save, once: the ready marker comes from init
-    before the shell starts, so a guest saved at the marker started that shell after
-    every restore again, and the first command typed waited for it (0.5 s of a 1.4 s
-    restored attempt under TCG). False (and saved anyway) when the shell does not answer
-    in :data:`SHELL_SYNC_S`: the restored consoles then probe as a booted one does."""
+    """Wait for the console shell before the save, once, so every restore starts at its
+    prompt: a disk image's marker comes from a unit, not from the shell, and a guest saved
+    there would start its shell after every restore again. (An initramfs image's shell
+    printed the marker itself; the probe then costs one round trip per saved guest.)
+    False (and saved anyway) when the shell does not answer in :data:`SHELL_SYNC_S`: the
+    restored consoles then probe as a booted one does."""
     try:
         guest.console.sync_shell(SHELL_SYNC_S)
     except InfraError as exc:
