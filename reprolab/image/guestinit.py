@@ -113,11 +113,12 @@ CONSOLE_SHELL_PATH = "/etc/reprolab/console-shell"
 #: it becomes the login shell: a line typed after the marker waits in the tty's input
 #: buffer until the shell reads it, so the harness types its first command without a
 #: probe round trip first (0.08 s of every cold attempt under TCG). Printed again when
-#: the shell respawns, which says the same thing.
+#: the shell respawns, which says the same thing. Written to /dev/console, as the rc's
+#: output is: a kernel whose console is not the serial port (``console=tty0``) shows no
+#: marker there, and the boot times out instead of running blind.
 CONSOLE_SHELL = f"""\
 #!/bin/sh
-echo
-echo {READY_MARKER}
+printf '\\n%s\\n' {READY_MARKER} > /dev/console
 exec /bin/sh -l
 """
 

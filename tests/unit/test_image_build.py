@@ -145,7 +145,8 @@ def test_init_script_reflects_recipe(tmp_path: Path) -> None:
     assert guestinit.READY_MARKER not in rc
     assert f"ttyS0::respawn:{guestinit.CONSOLE_SHELL_PATH}\n" in guestinit.INITTAB
     shell = guestinit.CONSOLE_SHELL.splitlines()
-    assert shell[-2:] == [f"echo {guestinit.READY_MARKER}", "exec /bin/sh -l"]
+    assert shell[-2:] == [f"printf '\\n%s\\n' {guestinit.READY_MARKER} > /dev/console",
+                          "exec /bin/sh -l"]
 
 
 def _cpio_listing(initrd: Path) -> list[str]:
