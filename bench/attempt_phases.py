@@ -25,17 +25,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bareqemu import bare_initrd, bare_qemu
+from bench_attempts import run_bare
 from rich.console import Console as RichConsole
 from rich.table import Table
 
 import reprolab.replay
 from reprolab.console import Console
 from reprolab.guest.handle import Guest
-from reprolab.image.build import build_image
-from reprolab.kernel.artifacts import stock_kernel
-from reprolab.kernel.pvh import boot_image
-from reprolab.proc import run
 from reprolab.progress import Phase, ProgressEvent, subscribed
 from reprolab.replay import load_testcase
 from reprolab.run.session import Session
@@ -44,9 +40,6 @@ from reprolab.virt.domain import Domain
 ROOT = Path(__file__).resolve().parent.parent
 CASE = ROOT / "testcases" / "test_sysrq_panic.py"
 RESULTS = ROOT / "bench" / "results" / "attempt_phases.json"
-BARE_INIT = ("#!/usr/bin/busybox sh\n/usr/bin/busybox mkdir -p /proc\n"
-             "/usr/bin/busybox mount -t proc proc /proc\n"
-             "echo c > /proc/sysrq-trigger\n")
 
 #: The harness functions timed, as (owner, attribute, step name).
 TIMED: tuple[tuple[Any, str, str], ...] = (
@@ -129,32 +122,15 @@ def cold_attempts(attempts: int, artifacts: Path) -> list[dict[str, float]]:
     return rows
 
 
-def bare_pvh(attempts: int, workdir: Path) -> list[float]:
-    kernel = stock_kernel()
-    image = build_image("minimal", kernel)
-    assert image.initrd is not None
-    workdir.mkdir(parents=True, exist_ok=True)
-    argv = bare_qemu(boot_image(kernel), bare_initrd(image.initrd, workdir, BARE_INIT),
-                     "console=ttyS0 rdinit=/bench-init panic=-1")
-    out = []
-    for _ in range(attempts):
-        t0 = time.monotonic()
-        done = run(argv, check=False, timeout=300)
-        out.append(time.monotonic() - t0)
-        if "sysrq triggered crash" not in done.stdout:
-            raise SystemExit(f"bare QEMU did not reach the panic: {done.tail(5)}")
-    return out
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--attempts", type=int, default=6)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rl-bench-phases-") as tmp:
         half = max(1, args.attempts // 2)
-        bare = bare_pvh(half, Path(tmp) / "bare")
+        bare = run_bare(half, Path(tmp) / "bare", pvh=True)
         rows = cold_attempts(args.attempts, Path(tmp) / "artifacts")
-        bare += bare_pvh(args.attempts - half, Path(tmp) / "bare")
+        bare += run_bare(args.attempts - half, Path(tmp) / "bare", pvh=True)
     steps = [k for k in rows[0] if k != "attempt"] + ["attempt"]
     medians = {k: round(statistics.median(r.get(k, 0.0) for r in rows), 3) for k in steps}
     bare_median = round(statistics.median(bare), 3)

@@ -252,7 +252,7 @@ class SnapshotSession(Session):
             shutil.copyfileobj(src, sink)
         t0 = time.monotonic()
         domain = ahead.take() if ahead is not None else None
-        console = ahead.console if ahead is not None and domain is not None else None
+        console = ahead.console if ahead is not None else None  # set only with a domain
         if domain is not None:
             # Restored ahead once the last attempt on it had let go of the name (its
             # triage may run on), the stale domain destroyed before that: never destroy it
