@@ -1,9 +1,11 @@
-"""The guest's serial console, read live through ``virsh console`` under pexpect.
+"""The guest's serial console, read live under pexpect: straight from the unix socket QEMU
+listens on for a guest on this host (:mod:`reprolab.console_socket`), through ``virsh
+console`` for one on a lab host.
 
 Everything the guest prints passes through :meth:`Console.pump`, which appends it to the
 attempt's ``console.log`` and hands it to every observer (the crash detector), so there is
 one reader and one ordering of bytes. The console is attached while the domain is still
-paused: a pty drops what it prints while nobody reads it.
+paused: a pty or a socket drops what it prints while nobody reads it.
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ import re
 import secrets
 import shutil
 import signal
+import socket as _socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 import pexpect
+import pexpect.fdpexpect
 
+from reprolab import console_socket
 from reprolab.errors import GuestDied, InfraError
 from reprolab.proc import CommandResult
 
@@ -51,11 +56,15 @@ class ConsoleTimeout(InfraError):
 
 
 class Console:
-    def __init__(self, uri: str, domain: str, log_path: Path) -> None:
+    def __init__(self, uri: str, domain: str, log_path: Path, *, socket: Path | None = None
+                 ) -> None:
         self.uri = uri
         self.domain = domain
         self.log_path = log_path
-        self._child: pexpect.spawn | None = None
+        #: The domain's console socket (on this host); None: ``virsh console`` reads its pty.
+        self.socket = socket
+        self._child: pexpect.spawn | pexpect.fdpexpect.fdspawn | None = None
+        self._sock: _socket.socket | None = None
         self._log: BinaryIO | None = None
         self._observers: list[Observer] = []
         self._text = ""
@@ -78,6 +87,15 @@ class Console:
     def attach(self, timeout: float = 15.0) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab", buffering=0)
+        if self.socket is not None:
+            try:
+                self._sock = console_socket.connect(self.socket, timeout)
+            except InfraError as exc:
+                raise InfraError(f"could not attach to the console of {self.domain}: {exc}"
+                                 ) from exc
+            self._child = pexpect.fdpexpect.fdspawn(self._sock, timeout=timeout, use_poll=True)
+            self.last_output = time.monotonic()
+            return
         argv = ["-c", self.uri, "console", self.domain, "--force"]
         child = pexpect.spawn("virsh", argv, timeout=timeout, echo=False)
         self._child = child
@@ -108,7 +126,12 @@ class Console:
         if self._child is not None:
             with contextlib.suppress(InfraError):
                 self.pump(0.0)
-            _end(self._child)
+            if self._sock is not None:
+                self._sock.close()  # the fd fdspawn reads: nothing of its own to end
+                self._sock = None
+            else:
+                assert isinstance(self._child, pexpect.spawn)
+                _end(self._child)
             self._child = None
         if self._log is not None:
             if self._unwritten:
@@ -130,7 +153,8 @@ class Console:
             data: bytes = self._child.read_nonblocking(size=1 << 16, timeout=timeout)
         except pexpect.TIMEOUT:
             return b""
-        except pexpect.EOF:
+        except (pexpect.EOF, ConnectionError):
+            # A socket's peer gone (QEMU exited) reads as a reset as well as an EOF.
             self.eof = True
             return b""
         if data:
@@ -139,7 +163,7 @@ class Console:
         while True:
             try:
                 more: bytes = self._child.read_nonblocking(size=1 << 16, timeout=0)
-            except (pexpect.TIMEOUT, pexpect.EOF):
+            except (pexpect.TIMEOUT, pexpect.EOF, ConnectionError):
                 break
             if not more:
                 break
@@ -240,7 +264,11 @@ class Console:
     def _write(self, line: str) -> None:
         if self._child is None:
             raise GuestDied(f"console of {self.domain} is not attached")
-        self._child.send(line.rstrip("\n") + "\n")
+        try:
+            self._child.send(line.rstrip("\n") + "\n")
+        except ConnectionError as exc:
+            self.eof = True  # the socket's QEMU is gone: the waits say what became of it
+            raise GuestDied(f"console of {self.domain} closed: {exc}") from exc
 
     def assume_synced(self) -> None:
         """The shell is known to read input without a probe: a guest restored from a state

@@ -3,7 +3,8 @@
 For exploring a bug by hand with exactly the guest a test case would get (same kernel spec,
 image recipe, cmdline and devices). ``--exec CMD`` runs one command (over SSH when the image
 has it, else on the serial console), prints its output and exits with its status; without
-it the console is handed to the user (``virsh console``; Ctrl-] leaves). The guest is
+it the console is handed to the user (its socket, or ``virsh console`` for a guest on a
+lab host; Ctrl-] leaves either). The guest is
 destroyed on the way out either way, and its console log stays in the artifacts.
 """
 
@@ -83,11 +84,14 @@ def main(args: argparse.Namespace) -> int:
                 res = guest.console.run(f"( {args.command}\n)", timeout=3600)
                 sys.stdout.write(res.stdout)
                 return res.rc
+            from reprolab.console_socket import bridge
             from reprolab.proc import interactive
 
             guest.console.close()  # one reader of the console at a time: the user's
             print(f"reprolab: guest {guest.domain.name} ({kernel.release}, image "
                   f"{image.recipe}); Ctrl-] leaves and destroys it", file=sys.stderr)
+            if guest.console.socket is not None:
+                return bridge(guest.console.socket)
             return interactive(["virsh", "-c", uri, "console", "--force", guest.domain.name])
         finally:
             guest.close(keep=False, serial_log=serial, files=session.files)

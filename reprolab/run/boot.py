@@ -1,11 +1,11 @@
 """Domain up, console attached, SSH ready: one path for a cold boot and a snapshot restore.
 
 A guest is always started paused, so the console is attached before its first byte (a pty
-drops what it prints while nobody reads it); then it is resumed, waits for the image's ready
-marker (a cold boot only: a restored guest was saved after it), and its SSH channel is
-opened, through the lab host when the guest runs on one. A kernel that crashes on the way
-is a verdict, not an infrastructure error: every wait asks the guest first whether its
-fatal event caused the failure.
+or a socket drops what it prints while nobody reads it); then it is resumed, waits for the
+image's ready marker (a cold boot only: a restored guest was saved after it), and its SSH
+channel is opened, through the lab host when the guest runs on one. A kernel that crashes
+on the way is a verdict, not an infrastructure error: every wait asks the guest first
+whether its fatal event caused the failure.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reprolab import console_socket
 from reprolab.case import CaseSpec
 from reprolab.console import Console, ConsoleTimeout
 from reprolab.errors import BootTimeout, HostError, InfraError
@@ -159,6 +160,7 @@ def cold_boot(session: Session, case: CaseSpec, directory: Path, kernel: KernelA
     serial = session.files.scratch(f"{directory.name}-{secrets.token_hex(3)}.serial.log")
     domain = Domain.start(session.conn, spec, label=safe_name(case.name.split("::")[-1]),
                           test=case.name, serial_log=serial,
+                          console_socket=_console_socket(session),
                           autodestroy=not session.keep_guest)
     (directory / "domain.xml").write_text(domain.xml)
     (directory / "cmdline.txt").write_text(spec.cmdline_text() + "\n")
@@ -179,6 +181,15 @@ def cold_boot(session: Session, case: CaseSpec, directory: Path, kernel: KernelA
     return guest, serial
 
 
+def _console_socket(session: Session) -> Path | None:
+    """Where a guest on this host gets its console socket; None (a pty, read through
+    ``virsh console``) for one on a lab host, whose socket the harness could not reach."""
+    if not isinstance(session.files, LocalFiles):
+        return None
+    return console_socket.usable_path(
+        session.files.scratch(f"{secrets.token_hex(4)}.console.sock"))
+
+
 def bring_up(session: Session, case: CaseSpec, domain: Domain, directory: Path, serial: Path,
              *, ready_marker: str | None, ssh: SshTarget | None, t0: float | None = None,
              console: Console | None = None) -> Guest:
@@ -191,7 +202,8 @@ def bring_up(session: Session, case: CaseSpec, domain: Domain, directory: Path, 
     """
     attached = console is not None
     if console is None:
-        console = Console(session.uri, domain.name, directory / "console.log")
+        console = Console(session.uri, domain.name, directory / "console.log",
+                          socket=domain.console_socket)
     else:
         console.move_log(directory / "console.log")
     guest = Guest(domain, console, directory, silence_timeout=silence_timeout(case))

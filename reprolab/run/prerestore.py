@@ -5,11 +5,10 @@ TCG: libvirt starts QEMU, reads back the guest's memory and asks QEMU for the gu
 property by property), and nothing in it depends on the attempt before: the guest it
 restores is the saved one, not the one that just ran. So while one saved guest runs an
 attempt, the other is restored, paused, behind it, once the dump and destroy of its own
-last attempt are over (restore reuses the saved name). Its console is attached there too:
-QEMU 7.2's pty notices a reader only at a poll it runs once a second from its start (or when
-the guest prints, which a guest idle at its prompt does not), so a console attached at the
-attempt's start left the first command unread for up to 0.8 s. The next attempt then only
-resumes it.
+last attempt are over (restore reuses the saved name). Its console is attached there too
+(a socket's connect is off the attempt's path then; a lab host's pty console, which QEMU
+7.2 notices only at a poll it runs once a second while the guest is silent, has had that
+poll by then). The next attempt then only resumes it.
 
 A restored domain has no AUTODESTROY (see :mod:`reprolab.run.snapshot`); one restored
 ahead and never used is destroyed by :meth:`PreRestore.discard`, which the session calls
@@ -81,6 +80,10 @@ class PreRestore:
                 self.console = self.attach(self.domain)
             except InfraError as exc:
                 log.warning("console of %s not attached ahead: %s", self.saved.name, exc)
+
+    def done(self) -> bool:
+        """Restored (or failed): :meth:`take` would not wait."""
+        return self.thread is not None and not self.thread.is_alive()
 
     def take(self) -> Domain | None:
         """The restored domain, paused; None when restoring it failed (logged: the attempt

@@ -2,8 +2,8 @@
 
 Domains are created with ``VIR_DOMAIN_START_AUTODESTROY`` (libvirtd destroys them when the
 creating connection closes, so a SIGKILLed runner leaks nothing) and ``START_PAUSED`` (so
-the console can be attached before the first byte is printed: a pty drops what it prints
-while nobody reads it).
+the console can be attached before the first byte is printed: a pty or a socket drops what
+it prints while nobody reads it).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import libvirt
 
 from reprolab.errors import GuestDied, InfraError
-from reprolab.virt.domain_xml import render_domain_xml
+from reprolab.virt.domain_xml import console_socket_of, render_domain_xml
 from reprolab.virt.machine import GuestSpec
 from reprolab.virt.metadata import NS, PREFIX, RunTag
 
@@ -103,17 +103,20 @@ class Domain:
         label: str,
         test: str = "",
         serial_log: Path | None = None,
+        console_socket: Path | None = None,
         autodestroy: bool = True,
         paused: bool = True,
     ) -> Domain:
-        """Create the transient domain.
+        """Create the transient domain (its serial console on ``console_socket`` when given,
+        else on a pty: see :func:`render_domain_xml`).
 
         ``autodestroy=False`` is only for ``--reprolab-keep-guest`` (the user asked for the
         guest to outlive the run; the next run's reaper removes it) and for libvirt's test
         driver, which supports neither flag.
         """
         name = unique_name(label)
-        xml = render_domain_xml(spec, name=name, tag=RunTag.current(test), serial_log=serial_log)
+        xml = render_domain_xml(spec, name=name, tag=RunTag.current(test), serial_log=serial_log,
+                                console_socket=console_socket)
         flags = 0
         if autodestroy:
             flags |= libvirt.VIR_DOMAIN_START_AUTODESTROY
@@ -125,6 +128,11 @@ class Domain:
             first = str(exc).splitlines()[0]
             raise InfraError(f"libvirt could not start domain {name}: {first}") from exc
         return cls(conn, dom, name, xml)
+
+    @property
+    def console_socket(self) -> Path | None:
+        """Where the serial console listens, None when it is a pty (``virsh console``)."""
+        return console_socket_of(self.xml)
 
     @classmethod
     def restore(cls, conn: Any, path: Path, name: str, xml: str) -> Domain:

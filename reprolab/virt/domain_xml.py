@@ -33,11 +33,17 @@ def render_domain_xml(
     tag: RunTag | None = None,
     serial_log: Path | None = None,
     emulator: str | None = None,
+    console_socket: Path | None = None,
 ) -> str:
     """Return the domain XML for ``spec``.
 
     ``serial_log`` is where libvirt's virtlogd keeps its own copy of the serial console:
     it holds what the guest printed before anyone attached, and survives the runner.
+    ``console_socket``: the serial console is a unix socket QEMU listens on there (the
+    harness connects to it directly, on the host QEMU runs on) instead of a pty read through
+    ``virsh console``. QEMU 7.2 notices a pty's reader only at a poll it runs once a second
+    while the guest is silent, so the first command typed into a restored guest, idle at its
+    prompt, waited up to a second; a socket's reader is accepted at once.
     """
     root = etree.Element("domain", type="kvm" if spec.accel == "kvm" else "qemu",
                          nsmap={"qemu": QEMU_NS})
@@ -76,11 +82,16 @@ def render_domain_xml(
         _sub(disk, "driver", name="qemu", type="qcow2", cache="unsafe")
         _sub(disk, "source", file=str(spec.disk))
         _sub(disk, "target", dev="vda", bus="virtio")
-    serial = _sub(devices, "serial", type="pty")
+    chardev = "pty" if console_socket is None else "unix"
+    serial = _sub(devices, "serial", type=chardev)
+    if console_socket is not None:
+        _sub(serial, "source", mode="bind", path=str(console_socket))
     if serial_log is not None:
         _sub(serial, "log", file=str(serial_log), append="off")
     _sub(serial, "target", port="0")
-    console = _sub(devices, "console", type="pty")
+    console = _sub(devices, "console", type=chardev)
+    if console_socket is not None:
+        _sub(console, "source", mode="bind", path=str(console_socket))
     _sub(console, "target", type="serial", port="0")
     if spec.panic_device == "isa":
         panic = _sub(devices, "panic", model="isa")
@@ -100,6 +111,15 @@ def render_domain_xml(
         for arg in args:
             etree.SubElement(cmd, f"{{{QEMU_NS}}}arg", value=arg)
     return etree.tostring(root, pretty_print=True, encoding="unicode")
+
+
+def console_socket_of(xml: str) -> Path | None:
+    """The unix socket the first serial port listens on, from a domain's XML (a restored
+    domain's is the saved one: the same path); None for a pty console."""
+    root = etree.fromstring(xml.encode())
+    source = root.find("./devices/serial[@type='unix']/source[@mode='bind']")
+    path = source.get("path") if source is not None else None
+    return Path(path) if path else None
 
 
 def _render_cpu(root: etree._Element, spec: GuestSpec) -> None:

@@ -7,7 +7,7 @@ from lxml import etree
 
 from reprolab.errors import UserError
 from reprolab.guest.spec import GuestOptions, GuestSpec, Watchdog, merge_cmdline, parse_memory
-from reprolab.virt.domain_xml import QEMU_NS, render_domain_xml
+from reprolab.virt.domain_xml import QEMU_NS, console_socket_of, render_domain_xml
 from reprolab.virt.metadata import NS, RunTag
 
 
@@ -36,6 +36,28 @@ def test_serial_console_keeps_a_log_copy() -> None:
     root = _xml()
     assert root.find("devices/serial/log").get("file") == "/var/lib/s.log"
     assert root.find("devices/console/target").get("type") == "serial"
+
+
+def test_console_on_a_socket_keeps_its_log_and_is_found_again() -> None:
+    """A local guest's console is a socket QEMU listens on (read without virsh console);
+    a restored domain's XML, the saved one, names the same socket."""
+    spec = GuestSpec(kernel=Path("/var/lib/k"), initrd=None)
+    text = render_domain_xml(spec, name="rl-x", serial_log=Path("/var/lib/s.log"),
+                             console_socket=Path("/var/lib/run/ab.console.sock"))
+    root = etree.fromstring(text.encode())
+    for dev in ("serial", "console"):
+        assert root.find(f"devices/{dev}").get("type") == "unix"
+        source = root.find(f"devices/{dev}/source")
+        assert (source.get("mode"), source.get("path")) == ("bind",
+                                                            "/var/lib/run/ab.console.sock")
+    assert root.find("devices/serial/log").get("file") == "/var/lib/s.log"
+    assert console_socket_of(text) == Path("/var/lib/run/ab.console.sock")
+
+
+def test_a_pty_console_names_no_socket() -> None:
+    text = render_domain_xml(GuestSpec(kernel=Path("/var/lib/k"), initrd=None), name="rl-x")
+    assert etree.fromstring(text.encode()).find("devices/serial").get("type") == "pty"
+    assert console_socket_of(text) is None
 
 
 def test_nested_requires_svm_on_qemu64() -> None:
