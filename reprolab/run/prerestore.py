@@ -81,10 +81,6 @@ class PreRestore:
             except InfraError as exc:
                 log.warning("console of %s not attached ahead: %s", self.saved.name, exc)
 
-    def done(self) -> bool:
-        """Restored (or failed): :meth:`take` would not wait."""
-        return self.thread is not None and not self.thread.is_alive()
-
     def take(self) -> Domain | None:
         """The restored domain, paused; None when restoring it failed (logged: the attempt
         then restores in its own time and meets the same error there, typed)."""
