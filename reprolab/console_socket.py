@@ -49,12 +49,12 @@ def connect(path: Path, timeout: float) -> socket.socket:
         return sock
 
 
-def bridge(path: Path, *, stdin: int | None = None, stdout: int | None = None) -> int:
+def bridge(path: Path) -> int:
     """Hand the console to the user's terminal until Ctrl-] or until the guest's QEMU goes:
     ``reprolab shell``'s interactive mode for a socket console (``virsh console`` reads only
     ptys). The terminal is raw meanwhile, so the guest's shell sees every key."""
-    fd_in = sys.stdin.fileno() if stdin is None else stdin
-    fd_out = sys.stdout.fileno() if stdout is None else stdout
+    fd_in = sys.stdin.fileno()
+    fd_out = sys.stdout.fileno()
     sock = connect(path, timeout=5.0)
     saved = None
     if os.isatty(fd_in):
