@@ -141,7 +141,11 @@ def test_buddy_detector_catches_lkdtm_hardlockup_under_tcg(
         {
             "kernel": SMALL,
             "guest": {"vcpus": 2, "memory": "512M", "image": "minimal"},
-            "cmdline": {"nmi_watchdog": "panic"},
+            # watchdog_thresh=2 reports the lockup in seconds; the RCU stall timeout moves
+            # past it, else a loaded TCG host lets RCU's 21 s report come first (CI saw
+            # "rcu detected stall" win). The LKDTM scenario sets the same pair.
+            "cmdline": {"nmi_watchdog": "panic", "watchdog_thresh": 2,
+                        "rcupdate.rcu_cpu_stall_timeout": 60},
             "expect": {"kind": "hard-lockup", "in_stack": "lkdtm_HARDLOCKUP"},
             # drgn opens the dump directly below: the raw form (a compressed kdump is
             # converted first, which test_core_boot covers).
