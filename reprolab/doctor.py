@@ -17,12 +17,17 @@ from reprolab.accel import AccelInfo, detect_accel
 from reprolab.errors import ReprolabError
 from reprolab.kernel.artifacts import stock_kernel
 from reprolab.paths import cache_root
-from reprolab.virt.connection import open_connection
+from reprolab.virt.connection import is_remote, open_connection
 
 Status = Literal["ok", "warn", "fail"]
 
 #: A vmcore is as large as the guest's memory; below this no dump of a default guest fits.
 MIN_FREE_GIB = 4
+#: The socket send buffer QEMU's console socket needs so a burst waits in it instead of
+#: meeting EAGAIN, which QEMU 7.2 turns into a lost byte once virtlogd died (see
+#: scripts/start-daemons.sh, which sets it).
+CONSOLE_SNDBUF = 4 << 20
+WMEM_DEFAULT = Path("/proc/sys/net/core/wmem_default")
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,8 @@ def run_checks(uri: str, artifacts: Path, *, probe: Callable[[], tuple[bool, str
         checks.append(debug_info_check(kernel.release))
     except ReprolabError as exc:
         checks.append(Check("kernel", "fail", str(exc)))
+    if not is_remote(uri):
+        checks.append(console_buffer_check())
     for label, path in (("disk", artifacts), ("cache", cache_root())):
         probe_path = path
         while not probe_path.exists():
@@ -93,3 +100,18 @@ def debug_info_check(release: str) -> Check:
         return Check("debuginfo", "ok", f"stock {release}: {dbg.path}")
     return Check("debuginfo", "warn", f"stock {release} has none, so stock-kernel dossiers "
                  f"have unsymbolised stacks; get it with: {dbg.advice}")
+
+
+def console_buffer_check(path: Path = WMEM_DEFAULT) -> Check:
+    """A local guest's console is a unix socket QEMU writes a byte at a time: too small a
+    default send buffer, and bytes are lost after a virtlogd crash."""
+    try:
+        size = int(path.read_text())
+    except (OSError, ValueError) as exc:
+        return Check("console", "warn", f"cannot read {path}: {exc}")
+    if size >= CONSOLE_SNDBUF:
+        return Check("console", "ok", f"net.core.wmem_default {size}")
+    return Check("console", "warn",
+                 f"net.core.wmem_default {size}: a console burst then meets EAGAIN in QEMU, "
+                 f"which drops those bytes once virtlogd has crashed; raise it with: "
+                 f"sysctl -w net.core.wmem_default={CONSOLE_SNDBUF}")

@@ -85,3 +85,16 @@ def test_doctor_says_how_to_get_missing_stock_debug_info() -> None:
     check = debug_info_check("0.0.0-none-amd64")
     assert check.status == "warn"
     assert "get it with: apt-get install linux-image-0.0.0-none-amd64-dbg" in check.detail
+
+
+def test_doctor_warns_of_a_console_socket_buffer_that_loses_bytes(tmp_path: Path) -> None:
+    from reprolab.doctor import CONSOLE_SNDBUF, console_buffer_check
+
+    knob = tmp_path / "wmem_default"
+    knob.write_text("212992\n")
+    low = console_buffer_check(knob)
+    assert low.status == "warn"
+    assert f"sysctl -w net.core.wmem_default={CONSOLE_SNDBUF}" in low.detail
+    knob.write_text(f"{CONSOLE_SNDBUF}\n")
+    assert console_buffer_check(knob).status == "ok"
+    assert console_buffer_check(tmp_path / "missing").status == "warn"
