@@ -15,7 +15,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -148,20 +148,49 @@ def check_free_space(session: Session, memory_mib: int, *, dump: bool = True) ->
             )
 
 
+@dataclass(frozen=True)
+class Started:
+    """A cold guest's domain, started paused, with what it was started from."""
+
+    domain: Domain
+    spec: GuestSpec
+    #: libvirt's copy of its serial console, on the host it runs on.
+    serial: Path
+
+
+def start_paused(session: Session, case: CaseSpec, kernel: KernelArtifacts,
+                 image: GuestImage, attempt: str, conn: Any = None) -> Started:
+    """The attempt's domain, started paused: everything of a cold boot before its console
+    is attached, and nothing that needs the attempt's directory (so it can run ahead of
+    the attempt, :mod:`reprolab.run.startahead`). ``attempt`` names its serial log;
+    ``conn`` is the session's connection, taken by the caller when this runs in another
+    thread (which must not reconnect behind the session's back)."""
+    check_free_space(session, case.guest.memory_mib, dump=case.dump is not None)
+    spec = session.guest_spec(case, kernel, image)
+    serial = session.files.scratch(f"{attempt}-{secrets.token_hex(3)}.serial.log")
+    domain = Domain.start(session.conn if conn is None else conn, spec,
+                          label=safe_name(case.name.split("::")[-1]),
+                          test=case.name, serial_log=serial,
+                          console_socket=_console_socket(session),
+                          autodestroy=not session.keep_guest)
+    return Started(domain, spec, serial)
+
+
 def cold_boot(session: Session, case: CaseSpec, directory: Path, kernel: KernelArtifacts,
-              image: GuestImage) -> tuple[Guest, Path]:
-    """Start the guest paused, write what replays it, then :func:`bring_up`.
+              image: GuestImage, *, ahead: Started | None = None,
+              console: Console | None = None,
+              on_started: Callable[[], None] | None = None) -> tuple[Guest, Path]:
+    """Start the guest paused (or take ``ahead``, started so already, with its attached
+    ``console``), write what replays it, then :func:`bring_up`. ``on_started`` runs once
+    the domain exists, before it runs: the next attempt's guest is started behind it.
 
     A kernel that crashes during boot returns normally (the crash is a verdict); one
     that prints nothing useful until the timeout raises :class:`BootTimeout`.
     """
-    check_free_space(session, case.guest.memory_mib, dump=case.dump is not None)
-    spec = session.guest_spec(case, kernel, image)
-    serial = session.files.scratch(f"{directory.name}-{secrets.token_hex(3)}.serial.log")
-    domain = Domain.start(session.conn, spec, label=safe_name(case.name.split("::")[-1]),
-                          test=case.name, serial_log=serial,
-                          console_socket=_console_socket(session),
-                          autodestroy=not session.keep_guest)
+    started = ahead or start_paused(session, case, kernel, image, directory.name)
+    if on_started is not None:
+        on_started()
+    domain, spec = started.domain, started.spec
     (directory / "domain.xml").write_text(domain.xml)
     (directory / "cmdline.txt").write_text(spec.cmdline_text() + "\n")
     from reprolab.replay import write_attempt_bundle_safely
@@ -174,11 +203,11 @@ def cold_boot(session: Session, case: CaseSpec, directory: Path, kernel: KernelA
     if spec.ssh_port is not None:
         assert image.host_key is not None
         ssh = SshTarget(spec.ssh_port, image.host_key)
-    guest = bring_up(session, case, domain, directory, serial,
-                     ready_marker=image.ready_marker, ssh=ssh)
+    guest = bring_up(session, case, domain, directory, started.serial,
+                     ready_marker=image.ready_marker, ssh=ssh, console=console)
     if guest.ready and image.shell_at_ready:
         guest.console.assume_synced()
-    return guest, serial
+    return guest, started.serial
 
 
 def _console_socket(session: Session) -> Path | None:

@@ -8,7 +8,7 @@ attempt, the other is restored, paused, behind it, once the dump and destroy of 
 last attempt are over (restore reuses the saved name). Its console is attached there too
 (a socket's connect is off the attempt's path then; a lab host's pty console, which QEMU
 7.2 notices only at a poll it runs once a second while the guest is silent, has had that
-poll by then). The next attempt then only resumes it.
+poll by then). The next attempt then only resumes it (:class:`reprolab.run.ahead.Ahead`).
 
 A restored domain has no AUTODESTROY (see :mod:`reprolab.run.snapshot`); one restored
 ahead and never used is destroyed by :meth:`PreRestore.discard`, which the session calls
@@ -17,85 +17,34 @@ at close, and the run's metadata tag lets the next run's reaper find it after a 
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from reprolab.console import Console
-from reprolab.errors import InfraError
+from reprolab.run.ahead import Ahead
 from reprolab.virt.domain import Domain
 
 if TYPE_CHECKING:
     from reprolab.run.snapshot import SavedGuest
 
-log = logging.getLogger(__name__)
 
-
-@dataclass
-class PreRestore:
+class PreRestore(Ahead[Domain]):
     """One saved guest being restored ahead of its attempt."""
 
-    saved: SavedGuest
-    #: Until the saved guest's last attempt no longer holds its name: its dump and
-    #: destroy (not its triage, which reads the vmcore file).
-    waits: tuple[Callable[[], None], ...]
-    #: That attempt's domain when it was not destroyed yet (a kept guest).
-    stale: Domain | None
-    #: Thaws the saved disks and restores the domain, paused.
-    restore: Callable[[], Domain]
-    #: Attaches a console to the restored domain (its log is moved into the attempt's).
-    attach: Callable[[Domain], Console] | None = None
-    domain: Domain | None = None
-    #: That console; None when attaching failed (the attempt attaches its own).
-    console: Console | None = None
-    error: BaseException | None = None
-    #: How long the restore took, off the critical path.
-    seconds: float | None = None
-    thread: threading.Thread | None = field(default=None, repr=False)
+    def __init__(self, saved: SavedGuest, waits: tuple[Callable[[], None], ...],
+                 stale: Domain | None, restore: Callable[[], Domain],
+                 attach: Callable[[Domain], Console] | None = None) -> None:
+        super().__init__(saved.name, restore, lambda domain: domain, attach)
+        self.saved = saved
+        #: Until the saved guest's last attempt no longer holds its name: its dump and
+        #: destroy (not its triage, which reads the vmcore file).
+        self.waits = waits
+        #: That attempt's domain when it was not destroyed yet (a kept guest).
+        self.stale = stale
 
-    def start(self) -> PreRestore:
-        self.thread = threading.Thread(target=self._run, daemon=True,
-                                       name=f"prerestore-{self.saved.name}")
-        self.thread.start()
-        return self
-
-    def _run(self) -> None:
-        try:
-            for wait in self.waits:
-                wait()
-            if self.stale is not None:
-                self.stale.destroy()
-                self.stale.wait_gone()
-            t0 = time.monotonic()
-            self.domain = self.restore()
-            self.seconds = time.monotonic() - t0
-        except BaseException as exc:  # handed to take(): the attempt restores it itself
-            self.error = exc
-            return
-        if self.attach is not None:
-            try:
-                self.console = self.attach(self.domain)
-            except InfraError as exc:
-                log.warning("console of %s not attached ahead: %s", self.saved.name, exc)
-
-    def take(self) -> Domain | None:
-        """The restored domain, paused; None when restoring it failed (logged: the attempt
-        then restores in its own time and meets the same error there, typed)."""
-        assert self.thread is not None
-        self.thread.join()
-        if self.error is not None:
-            log.warning("restoring %s ahead failed: %s", self.saved.name, self.error)
-        return self.domain
-
-    def discard(self) -> None:
-        """Never used: the domain goes (the run is over, or the next attempt is another
-        guest's)."""
-        domain = self.take()
-        if self.console is not None:
-            self.console.close()
-            self.console.log_path.unlink(missing_ok=True)
-        if domain is not None:
-            domain.destroy()
+    def before(self) -> None:
+        for wait in self.waits:
+            wait()
+        if self.stale is not None:
+            self.stale.destroy()
+            self.stale.wait_gone()

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from reprolab.accel import AccelInfo, detect_accel
 from reprolab.case import CaseSpec
+from reprolab.console import Console
 from reprolab.errors import Failure, InfraError, LibvirtUnavailable, UserError
 from reprolab.guest.handle import Guest
 from reprolab.guest.inflight import CallTimeout
@@ -38,7 +39,8 @@ from reprolab.run.vcpustats import start_sampling
 from reprolab.run.verdict import Outcome
 from reprolab.virt import DEFAULT_URI
 from reprolab.virt.connection import connection_alive, open_connection
-from reprolab.virt.hostfiles import HostFiles, host_files
+from reprolab.virt.domain import Domain
+from reprolab.virt.hostfiles import HostFiles, LocalFiles, host_files
 from reprolab.virt.reaper import Reaped, reap_orphans
 from reprolab.virt.scratch import ReapedScratch, claim, reap_scratch
 
@@ -46,11 +48,15 @@ if TYPE_CHECKING:
     from reprolab.detect.report import CrashReport
     from reprolab.image.build import GuestImage
     from reprolab.run.evidence import Evidence
+    from reprolab.run.startahead import StartAhead
 
 log = logging.getLogger(__name__)
 
 Body = Callable[[Guest], None]
 
+#: In an attempt whose guest was started while the attempt before ran: how long that took
+#: (off this attempt's path) and whether its console was attached there too.
+STARTED_AHEAD = "started-ahead.json"
 #: Crashed guests whose dump and triage may run on behind the attempts at once.
 MAX_PENDING_EVIDENCE = 2
 
@@ -75,6 +81,12 @@ class Session:
         self.overlap_teardown = overlap_teardown
         #: That evidence runs at the lowest CPU share and priority, behind the next boot.
         self.evidence_yields = True
+        #: With it too, the next attempt's cold guest is started, paused, while this
+        #: attempt's boots and runs (:mod:`reprolab.run.startahead`).
+        self.start_ahead = True
+        self._started_ahead: StartAhead | None = None
+        #: The attempt running (its index within its case).
+        self._attempt_index = 0
         #: Destroys still running, by domain name.
         self._teardowns: dict[str, threading.Thread] = {}
         self._evidence: list[Evidence] = []
@@ -200,6 +212,7 @@ class Session:
             thread.join()
 
     def close(self) -> None:
+        self.discard_ahead()
         self.finish_teardowns()
         if self._conn is not None and not self._conn_alive(rpc=False):
             # Guests started on a connection libvirtd dropped outlive their AUTODESTROY.
@@ -282,10 +295,62 @@ class Session:
 
     def boot(self, case: CaseSpec, directory: Path, kernel: KernelArtifacts,
              image: GuestImage) -> tuple[Guest, Path]:
-        """A usable guest for the attempt (see :func:`reprolab.run.boot.cold_boot`)."""
+        """A usable guest for the attempt (see :func:`reprolab.run.boot.cold_boot`): the
+        one started ahead for it when there is one (:mod:`reprolab.run.startahead`)."""
         from reprolab.run.boot import cold_boot
 
-        return cold_boot(self, case, directory, kernel, image)
+        key = repr((case, kernel.key, image.key))
+        ahead = self._take_started_ahead(key)
+        started = ahead.take() if ahead is not None else None
+        if ahead is not None and started is not None:
+            (directory / STARTED_AHEAD).write_text(json.dumps({
+                "started_ahead_seconds": round(ahead.seconds or 0.0, 3),
+                "console_attached_ahead": ahead.console is not None,
+            }, indent=2) + "\n")
+        return cold_boot(self, case, directory, kernel, image, ahead=started,
+                         console=ahead.console if ahead is not None and started else None,
+                         on_started=lambda: self._start_ahead(case, kernel, image, key))
+
+    def _take_started_ahead(self, key: str) -> StartAhead | None:
+        """The guest started ahead for this attempt; one started for another is discarded."""
+        ahead, self._started_ahead = self._started_ahead, None
+        if ahead is not None and ahead.key != key:
+            ahead.discard()
+            return None
+        return ahead
+
+    def _start_ahead(self, case: CaseSpec, kernel: KernelArtifacts, image: GuestImage,
+                     key: str) -> None:
+        """Start the next attempt's guest behind this one's, when another attempt of the
+        case may follow (local guests only: a lab host's pty console attaches late)."""
+        if (not self.start_ahead or not self.overlap_teardown or self.keep_guest
+                or not isinstance(self.files, LocalFiles)
+                or self._attempt_index >= case.attempts or self._started_ahead is not None):
+            return
+        from reprolab.run.boot import start_paused
+        from reprolab.run.startahead import StartAhead
+
+        attempt = f"attempt-{self._attempt_index + 1:03d}"
+        conn = self.conn
+        self._started_ahead = StartAhead(
+            key, f"{safe_name(case.name)}-{attempt}",
+            lambda: start_paused(self, case, kernel, image, attempt, conn),
+            attach=self.console_ahead).start()
+
+    def console_ahead(self, domain: Domain) -> Console:
+        """A console on a guest brought up ahead, logging into the run directory until its
+        attempt moves the log into its own."""
+        console = Console(self.uri, domain.name,
+                          self.run_dir / f"{domain.name}.ahead-console.log",
+                          socket=domain.console_socket)
+        console.attach()
+        return console
+
+    def discard_ahead(self) -> None:
+        """No attempt of this case follows: the guest started for one goes."""
+        if self._started_ahead is not None:
+            self._started_ahead.discard()
+            self._started_ahead = None
 
     # -- one attempt -------------------------------------------------------------------------
     def attempt_dir(self, case: CaseSpec, index: int) -> Path:
@@ -313,12 +378,21 @@ class Session:
         but only after the attempt's ``result.json`` says it was interrupted.
         """
         self._attempt_dir = None
+        self._attempt_index = index
         try:
-            return self._run_attempt(case, index, body)
+            result, body_error = self._run_attempt(case, index, body)
         except AttemptInterrupted:
+            self.discard_ahead()
             raise
         except KeyboardInterrupt as exc:
+            self.discard_ahead()
             raise AttemptInterrupted(self._interrupted(case, index)) from exc
+        except BaseException:
+            self.discard_ahead()
+            raise
+        if index >= case.attempts or case.stops_after(result.outcome is Outcome.REPRODUCED):
+            self.discard_ahead()  # no attempt of this case follows
+        return result, body_error
 
     def _interrupted(self, case: CaseSpec, index: int) -> AttemptResult:
         directory = self._attempt_dir or self.attempt_dir(case, index)

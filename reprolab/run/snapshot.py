@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reprolab.case import CaseSpec
-from reprolab.console import Console
 from reprolab.errors import InfraError
 from reprolab.guest.handle import Guest
 from reprolab.kernel.artifacts import KernelArtifacts
@@ -118,12 +117,13 @@ class SnapshotSession(Session):
         super().__init__(**kwargs)
         # The next restore of a dumped guest's name waits for its dump: no stepping aside.
         self.evidence_yields = False
+        # The next attempt's guest is restored ahead instead (:mod:`.prerestore`).
+        self.start_ahead = False
         #: Saved guests per (kernel, image, guest options): a second is booted and saved
         #: when the first is still being dumped (``overlap_teardown``) and enough attempts
         #: remain to repay a boot; attempts then alternate between the two.
         self._saved: dict[str, list[SavedGuest]] = {}
         self._live: dict[str, Domain] = {}
-        self._attempt_index = 0
         self._used: dict[str, int] = {}  # saved guest -> the attempt that last restored it
         self.restores = 0
         self.restore_seconds: list[float] = []
@@ -187,17 +187,8 @@ class SnapshotSession(Session):
             waits.append(teardown.join)
         conn = self.conn
         self._ahead = PreRestore(saved, tuple(waits), self._live.get(saved.name),
-                                 lambda: saved.restore(conn), attach=self._console_ahead
+                                 lambda: saved.restore(conn), attach=self.console_ahead
                                  ).start()
-
-    def _console_ahead(self, domain: Domain) -> Console:
-        """A console on a guest restored ahead, logging into the run directory until its
-        attempt moves the log into its own."""
-        console = Console(self.uri, domain.name,
-                          self.run_dir / f"{domain.name}.ahead-console.log",
-                          socket=domain.console_socket)
-        console.attach()
-        return console
 
     def _another_pays(self, case: CaseSpec, pool: list[SavedGuest]) -> bool:
         """Boot a second guest to restore while the first is dumped? Only when the waits
@@ -328,8 +319,3 @@ class SnapshotSession(Session):
                 frozen.unlink(missing_ok=True)
         self._saved.clear()
         super().close()
-
-    def run_attempt(self, case: CaseSpec, index: int, body: Any
-                    ) -> tuple[Any, BaseException | None]:
-        self._attempt_index = index
-        return super().run_attempt(case, index, body)

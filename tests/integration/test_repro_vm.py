@@ -176,3 +176,41 @@ def test_a_dump_behind_the_next_boot_yields_the_cpu_to_it(
         final = json.loads((r.directory / "result.json").read_text())
         assert Path(final["vmcore"]).is_file() and Path(final["dossier"]).is_file()
     assert not {domain_name(r.directory) for r in results} & set(our_domains())
+
+
+@pytest.mark.vm
+def test_cold_attempts_start_the_next_guest_behind_the_running_one(tmp_path: Path) -> None:
+    """Cold attempts of one case: each next attempt's guest is started, paused, with its
+    console attached, while the attempt before runs; its attempt only resumes it, and its
+    console log holds its own boot from the first line, and no other. After the case's
+    last attempt, and after a hit that stops it (until=first-hit), no guest is left
+    started for an attempt that will not come."""
+    from reprolab.replay import load_testcase
+    from reprolab.run.session import STARTED_AHEAD, Session
+
+    loaded = load_testcase(str(CASE))
+    case = loaded.case.with_overrides(attempts=3, until="all")
+    first_hit = loaded.case.with_overrides(attempts=3, until="first-hit")
+    session = Session(artifacts=tmp_path / "artifacts", overlap_teardown=True)
+    try:
+        results = [session.run_attempt(case, index, loaded.body())[0] for index in (1, 2, 3)]
+        session.finish_teardowns()
+        after_last = our_domains()
+        stopped, _ = session.run_attempt(first_hit, 1, loaded.body())
+        session.finish_teardowns()
+        after_hit = our_domains()
+    finally:
+        session.close()
+    assert [r.outcome.value for r in [*results, stopped]] == ["reproduced"] * 4
+    assert after_last == [] and after_hit == []
+    assert [(r.directory / STARTED_AHEAD).exists() for r in results] == [False, True, True]
+    for r in results[1:]:
+        info = json.loads((r.directory / STARTED_AHEAD).read_text())
+        assert info["started_ahead_seconds"] > 0 and info["console_attached_ahead"] is True
+    names = [domain_name(r.directory) for r in results]
+    assert len(set(names)) == 3
+    for r in results:
+        log = (r.directory / "console.log").read_text(errors="replace")
+        assert log.count("Linux version") == 1 and log.count("sysrq triggered crash") >= 1
+        final = json.loads((r.directory / "result.json").read_text())
+        assert Path(final["vmcore"]).is_file() and Path(final["dossier"]).is_file()

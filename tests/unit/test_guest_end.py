@@ -296,3 +296,35 @@ def test_a_stop_that_lands_during_the_wait_is_asked_for_soon(
     guest.settle()
     assert guest.seen(PVPANIC)
     assert len(asked) == 2 and max(asked) <= handle.SETTLE_POLL < 0.25
+
+
+def test_a_guest_started_ahead_for_another_attempt_is_destroyed(tmp_path: Path) -> None:
+    """The guest started behind an attempt is taken only by an attempt of the same case,
+    kernel and image; any other attempt destroys it and boots its own, and so does the
+    session's close for one nobody took."""
+    from reprolab.run.session import Session
+    from reprolab.run.startahead import StartAhead
+
+    destroyed: list[str] = []
+
+    class _Started:
+        def __init__(self, name: str) -> None:
+            self.domain = self
+            self.name = name
+
+        def destroy(self) -> None:
+            destroyed.append(self.name)
+
+    def ahead(key: str) -> StartAhead:
+        return StartAhead(key, key, lambda: _Started(key)).start()  # type: ignore[arg-type,return-value]
+
+    session = Session(artifacts=tmp_path / "artifacts", overlap_teardown=True)
+    session._started_ahead = ahead("case-a")
+    assert session._take_started_ahead("case-b") is None
+    assert destroyed == ["case-a"]
+    session._started_ahead = ahead("case-b")
+    taken = session._take_started_ahead("case-b")
+    assert taken is not None and taken.take() is not None and destroyed == ["case-a"]
+    session._started_ahead = ahead("case-c")
+    session.close()
+    assert destroyed == ["case-a", "case-c"]
