@@ -381,14 +381,10 @@ class Session:
         self._attempt_index = index
         try:
             result, body_error = self._run_attempt(case, index, body)
-        except AttemptInterrupted:
-            self.discard_ahead()
-            raise
-        except KeyboardInterrupt as exc:
-            self.discard_ahead()
-            raise AttemptInterrupted(self._interrupted(case, index)) from exc
-        except BaseException:
-            self.discard_ahead()
+        except BaseException as exc:
+            self.discard_ahead()  # the run stops here: no attempt takes the next guest
+            if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, AttemptInterrupted):
+                raise AttemptInterrupted(self._interrupted(case, index)) from exc
             raise
         if index >= case.attempts or case.stops_after(result.outcome is Outcome.REPRODUCED):
             self.discard_ahead()  # no attempt of this case follows
