@@ -188,7 +188,8 @@ def dump(session: Session, case: CaseSpec, guest: Guest
         guest.domain.pause()
         if not isinstance(files, LocalFiles):
             target = files.scratch(f"{guest.domain.name}.vmcore")
-        core = take_vmcore(guest.domain.dom, target, case.dump)  # type: ignore[arg-type]
+        core = take_vmcore(guest.domain.dom, target, case.dump,  # type: ignore[arg-type]
+                           local=isinstance(files, LocalFiles))
         if case.dump == "elf" and core.size < (case.guest.memory_mib << 20):
             # An ELF memory dump holds all of RAM: a shorter one was cut off (a disk
             # that filled under it) even if libvirt reported success.

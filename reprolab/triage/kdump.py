@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -107,23 +108,42 @@ def kdump_to_elf(src: Path, dst: Path) -> None:
         raise UserError(f"{src}: unreadable kdump-compressed dump ({exc})") from None
 
 
+def _index(f: BinaryIO, src: Path) -> tuple[int, bytes, list[int], bytes]:
+    """Page size, notes, the dumped page frame numbers and their page descriptors."""
+    block, sub_blocks, bitmap_blocks, max_mapnr = _layout(f.read(4096), src)
+    note_data = _read_notes(f, block, sub_blocks)
+    f.seek(block * (1 + sub_blocks))
+    bitmaps = f.read(block * bitmap_blocks)
+    dumped_map = bitmaps[len(bitmaps) // 2 :]
+    nbits = min(max_mapnr or len(dumped_map) * 8, len(dumped_map) * 8)
+    pfns = [(j << 3) + i for j, byte in enumerate(dumped_map[: (nbits + 7) >> 3])
+            for i in _BITS[byte] if (j << 3) + i < nbits]
+    f.seek(block * (1 + sub_blocks + bitmap_blocks))
+    descs = f.read(_PAGE_DESC.size * len(pfns))
+    if len(descs) != _PAGE_DESC.size * len(pfns):
+        raise UserError(f"{src}: truncated: {len(pfns)} pages in its bitmap, "
+                        f"{len(descs) // _PAGE_DESC.size} page descriptors")
+    return block, note_data, pfns, descs
+
+
+def pages(src: Path) -> Iterator[tuple[int, bytes]]:
+    """Every page the dump holds, as (physical address, contents), zero pages included:
+    for measuring what a dump is made of (bench/attempt_cpu.py), not for triage."""
+    try:
+        with src.open("rb") as f:
+            block, _notes, pfns, descs = _index(f, src)
+            for pfn, (off, size, flags, _pf) in zip(pfns, _PAGE_DESC.iter_unpack(descs),
+                                                    strict=True):
+                f.seek(off)
+                yield pfn * block, _page(f.read(size), flags, block, src)
+    except (struct.error, zlib.error, OSError, ValueError) as exc:
+        raise UserError(f"{src}: unreadable kdump-compressed dump ({exc})") from None
+
+
 def _convert(src: Path, dst: Path) -> None:
     with src.open("rb") as f:
-        block, sub_blocks, bitmap_blocks, max_mapnr = _layout(f.read(4096), src)
-        note_data = _read_notes(f, block, sub_blocks)
-        f.seek(block * (1 + sub_blocks))
-        bitmaps = f.read(block * bitmap_blocks)
-        dumped_map = bitmaps[len(bitmaps) // 2 :]
-        nbits = min(max_mapnr or len(dumped_map) * 8, len(dumped_map) * 8)
-        pfns = [(j << 3) + i for j, byte in enumerate(dumped_map[: (nbits + 7) >> 3])
-                for i in _BITS[byte] if (j << 3) + i < nbits]
+        block, note_data, pfns, descs = _index(f, src)
         runs = _runs(pfns)
-        desc_base = block * (1 + sub_blocks + bitmap_blocks)
-        f.seek(desc_base)
-        descs = f.read(_PAGE_DESC.size * len(pfns))
-        if len(descs) != _PAGE_DESC.size * len(pfns):
-            raise UserError(f"{src}: truncated: {len(pfns)} pages in its bitmap, "
-                            f"{len(descs) // _PAGE_DESC.size} page descriptors")
         phnum = 1 + len(runs)
         data_off = _EHDR_SIZE + _PHDR.size * phnum + len(note_data)
         data_off += -data_off % block

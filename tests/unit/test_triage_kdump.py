@@ -10,7 +10,7 @@ import pytest
 
 from reprolab.errors import UserError
 from reprolab.triage import rawdump
-from reprolab.triage.kdump import kdump_to_elf
+from reprolab.triage.kdump import kdump_to_elf, pages
 
 BLOCK = 4096
 
@@ -77,6 +77,16 @@ def test_kdump_becomes_sparse_elf_with_notes(tmp_path: Path) -> None:
     assert elf[off9 : off9 + BLOCK] == bytes(BLOCK)
     assert b"OSRELEASE=6.1.0-test" in elf[:off3]
     assert len(elf) == off9 + BLOCK
+
+
+def test_pages_yields_every_dumped_page_at_its_address(tmp_path: Path) -> None:
+    held = {3: b"\xaa" * BLOCK, 4: b"\xbb" * BLOCK, 9: bytes(BLOCK)}
+    src = tmp_path / "dump.kdump"
+    src.write_bytes(_kdump(held, b""))
+    assert list(pages(src)) == [(pfn * BLOCK, held[pfn]) for pfn in (3, 4, 9)]
+    src.write_bytes(_kdump(held, b"")[: 3 * BLOCK + 30])  # cut inside the descriptors
+    with pytest.raises(UserError, match="truncated"):
+        list(pages(src))
 
 
 def test_flattened_stream_is_rearranged(tmp_path: Path) -> None:
