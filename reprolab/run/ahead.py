@@ -76,6 +76,10 @@ class Ahead(Generic[T]):
             except InfraError as exc:
                 log.warning("console of %s not attached ahead: %s", self.label, exc)
 
+    def done(self) -> bool:
+        """Brought up (or failed): :meth:`take` would not wait."""
+        return self.thread is not None and not self.thread.is_alive()
+
     def take(self) -> T | None:
         """What ``prepare`` yielded, the guest paused; None when it failed (logged: the
         attempt then does it in its own time and meets the same error there, typed)."""

@@ -92,9 +92,9 @@ def test_restored_guest_is_tagged_and_destroyed_on_close(tmp_path: Path) -> None
 def test_restores_alternate_between_two_guests_while_one_is_dumped(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With attempts enough to repay a second boot, the second attempt boots and saves a
-    second guest (the first is still being dumped); then restores alternate between the
-    two, each attempt's evidence finishing while the next runs, and each guest restored
-    while the other runs (from the third attempt on). The dumps keep their CPU share: the
+    second guest (the first is still being dumped); then restores take the guests in turn,
+    each attempt's evidence finishing while the next runs, and each guest restored while
+    another runs (from the third attempt on). The dumps keep their CPU share: the
     next restore waits for them. Nothing is lost: every attempt ends with its vmcore and
     dossier, the crash hook hears of each only once they are on disk, and no guest is
     left."""
@@ -116,16 +116,20 @@ def test_restores_alternate_between_two_guests_while_one_is_dumped(
         session.close()
     assert [r.outcome.value for r in results] == ["reproduced"] * 6
     booted = [(r.directory / BOOT_LOG).exists() for r in results]
-    assert booted == [True, True, False, False, False, False]
     names = [domain_name(r.directory) for r in results]
-    assert len(set(names)) == 2 and all(a != b for a, b in itertools.pairwise(names))
+    # A third guest boots only when attempts waited for the one restored ahead long
+    # enough to repay its boot (a loaded machine's dumps): never more, never the same twice
+    # in a row.
+    assert booted[:3] == [True, True, False] and sum(booted) == len(set(names)) <= 3
+    assert all(a != b for a, b in itertools.pairwise(names))
     assert sorted(heard) == [(n, True) for n in range(1, 7)]
     assert shares == []
     snaps = [json.loads((r.directory / "snapshot.json").read_text()) for r in results]
     ahead = [snap["restored_ahead_seconds"] for snap in snaps]
-    assert ahead[:2] == [None, None] and all(s is not None and s > 0 for s in ahead[2:])
+    assert all((s is None) == boot for s, boot in zip(ahead, booted, strict=True))
+    assert all(s > 0 for s in ahead if s is not None)
     # Their consoles were attached there too, and each attempt's log holds its own run.
-    assert [snap["console_attached_ahead"] for snap in snaps] == [False] * 2 + [True] * 4
+    assert [snap["console_attached_ahead"] for snap in snaps] == [not b for b in booted]
     for r in results:
         assert "sysrq triggered crash" in (r.directory / "console.log").read_text(
             errors="replace")
