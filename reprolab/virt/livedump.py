@@ -115,6 +115,8 @@ def _written_pages(pid: int, base: int, npages: int) -> list[int]:
     if len(raw) != 8 * npages:
         raise LiveDumpUnavailable("short read of QEMU's page map")
     entries = memoryview(raw).cast("Q")
+    if not small:  # frame numbers hidden: every present page may hold data
+        return [i for i, entry in enumerate(entries) if entry & (_SWAPPED | _PRESENT)]
     return [i for i, entry in enumerate(entries)
             if entry & _SWAPPED or (entry & _PRESENT and (entry & _PFN_MASK) != small
                                     and not 0 <= (entry & _PFN_MASK) - huge < count)]

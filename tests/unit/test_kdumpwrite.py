@@ -136,3 +136,41 @@ def test_a_guest_that_cannot_be_read_is_dumped_by_libvirt(tmp_path: Path) -> Non
     assert core.writer == "qemu"
     assert dom.dumped == [(str(tmp_path / "vmcore.kdump"),
                            libvirt.VIR_DOMAIN_CORE_DUMP_FORMAT_KDUMP_ZLIB)]
+
+
+def _own_memory(pages: int) -> tuple[Any, int]:
+    """An anonymous mapping of this process, of a size nothing else here has."""
+    import mmap
+
+    region = mmap.mmap(-1, pages * PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return region, livedump._address_of(region)
+
+
+def test_pages_never_written_are_skipped_unread_and_written_ones_read() -> None:
+    """The page map of a real process (this one): pages written are candidates, pages only
+    read (on the zero page) or never touched are not."""
+    region, base = _own_memory(37)
+    try:
+        region[1 * PAGE] = 7
+        region[5 * PAGE + 100] = 9
+        _ = region[9 * PAGE]  # read only: the zero page (or the huge zero page)
+        assert livedump.ram_mapping(os.getpid(), 37 * PAGE) == base
+        written = livedump._written_pages(os.getpid(), base, 37)
+        assert written == [1, 5]
+        got = dict(livedump._read_pages(os.getpid(), base, written))
+        assert got[1][0] == 7 and got[5][100] == 9 and sorted(got) == [1, 5]
+    finally:
+        region.close()
+
+
+def test_the_mapping_is_checked_against_qemus_bytes() -> None:
+    region, base = _own_memory(41)
+    try:
+        region[: 2 * PAGE] = b"\x5a" * (2 * PAGE)
+        livedump._check_mapping(os.getpid(), base, 41 * PAGE, 0, b"\x5a" * (2 * PAGE))
+        with pytest.raises(LiveDumpUnavailable, match="differs"):
+            livedump._check_mapping(os.getpid(), base, 41 * PAGE, 0, b"\x5b" * (2 * PAGE))
+        with pytest.raises(LiveDumpUnavailable, match="cannot check"):  # zeros match anything
+            livedump._check_mapping(os.getpid(), base, 41 * PAGE, 2 * PAGE, bytes(PAGE))
+    finally:
+        region.close()
