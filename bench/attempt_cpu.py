@@ -18,7 +18,7 @@ the warm-up (the boot and save of each saved guest) records
 The floor is the busy CPU time per attempt over the cores: however the work is scheduled, a
 restored attempt cannot cost less wall time than that.
 
-Run: ``.venv/bin/python bench/attempt_cpu.py [--attempts 14]``; writes
+Run: ``.venv/bin/python bench/attempt_cpu.py [--attempts 24] [--warmup 8]``; writes
 bench/results/attempt_cpu.json. Run it on a quiet machine.
 """
 
@@ -223,8 +223,8 @@ def run_restored(n: int, warmup: int, artifacts: Path) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--attempts", type=int, default=14)
-    parser.add_argument("--warmup", type=int, default=4,
+    parser.add_argument("--attempts", type=int, default=24)
+    parser.add_argument("--warmup", type=int, default=8,
                         help="restored run's first attempts left out (boots and saves)")
     parser.add_argument("--cold", type=int, default=4)
     args = parser.parse_args()
@@ -261,7 +261,7 @@ def main() -> int:
     for name, value in restored["by_process_cpu_seconds_per_attempt"].items():
         table.add_row(f"  {name}", f"{value:.3f}")
     for where, part in makeup.items():
-        table.add_row(f"vmcore, nonzero pages {where}: {part['mib']} MiB, zlib-1",
+        table.add_row(f"vmcore pages {where}: {part['mib']} MiB, QEMU's zlib-1 on them",
                       f"{part['zlib1_seconds']:.3f}")
     Console(width=120).print(table)
     print(f"restored attempt: {restored['window_seconds_per_attempt']:.2f} s wall, "

@@ -12,7 +12,9 @@ The CPU state and VMCOREINFO still come from QEMU: libvirt's own ELF dump is sta
 FIFO and read only as far as its notes (what QEMU's kdump would carry) and the first megabyte
 of memory, which must equal what is read here at the same addresses before anything is
 written (a wrong mapping is refused, never dumped); then the FIFO is closed and that dump
-job fails on the broken pipe, about 20 ms after it started.
+job fails on the broken pipe, about 20 ms after it started. (QEMU's one-page dump asked for
+through libvirt's monitor passthrough would be tidier, but libvirtd 9.0 dies of a segfault
+on the DUMP_COMPLETED event of a dump it did not start: seen here.)
 
 Only for what this can read exactly: a guest of this host, stopped (crashed or paused, so
 its memory cannot change while it is read), whose RAM is one block below 2.75 GiB (guest
@@ -59,7 +61,9 @@ def zero_frames() -> tuple[int, int, int]:
     frames a read-only fault maps into anonymous memory, so the guest pages on them hold
     zeros (QEMU's RAM is anonymous memory advised for huge pages; a guest page never
     written but read, by QEMU's restore for one, sits on either). Found by faulting both in
-    here; a frame of 0 means not found (frame numbers need CAP_SYS_ADMIN)."""
+    here; a frame of 0 means not found (frame numbers need CAP_SYS_ADMIN). Kept for the
+    process's life: once mapped here the huge zero page is held until this process exits,
+    so it cannot be freed and its frames handed out as ordinary memory."""
     global _zero_frames
     if _zero_frames is None:
         with mmap.mmap(-1, 2 * HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS) as probe:
