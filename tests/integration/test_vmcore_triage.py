@@ -14,6 +14,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import libvirt
 import pytest
@@ -260,17 +261,27 @@ def test_kdump_zlib_dump_is_read_like_an_elf_one(workdir: Path, tmp_path: Path) 
     elf.parent.mkdir()
     rewritten = build_dossier(vmcore, vmlinux, keep_elf=elf)
     assert rewritten["read_as"] == "elf rewrite" and elf.is_file()
-    for key in ("cpus", "dmesg_tail", "panic_message", "panic_cpu", "runqueues", "errors"):
-        assert d.get(key) == rewritten.get(key), key
+    _same_dossier(d, rewritten)
     # crash reads the same file as it is (Debian's crash 8.0.2 handles stock 6.1 dumps).
-    if shutil.which("crash") is None:
-        pytest.skip("crash is not installed (apt-get install crash)")
-    done = run(["crash", "--osrelease", str(vmcore)], check=False, timeout=120)
-    assert done.stdout.strip().splitlines()[-1] == STOCK_RELEASE, done.stdout + done.stderr
+    _crash_names_the_release(vmcore)
     if vmlinux is not None:
         done = run(["crash", "-s", str(vmlinux), str(vmcore)], check=False, timeout=300,
                    stdin="bt\nquit\n")
         assert "sysrq_handle_crash" in done.stdout, done.stdout[-3000:] + done.stderr[-2000:]
+
+
+def _same_dossier(a: dict[str, Any], b: dict[str, Any]) -> None:
+    for key in ("cpus", "dmesg_tail", "panic_message", "panic_cpu", "runqueues", "errors"):
+        assert a.get(key) == b.get(key), key
+
+
+def _crash_names_the_release(vmcore: Path) -> None:
+    """crash opens the file as it is and finds the stock kernel's release in it (skipped
+    without crash installed)."""
+    if shutil.which("crash") is None:
+        pytest.skip("crash is not installed (apt-get install crash)")
+    done = run(["crash", "--osrelease", str(vmcore)], check=False, timeout=120)
+    assert done.stdout.strip().splitlines()[-1] == STOCK_RELEASE, done.stdout + done.stderr
 
 
 def _same_memory(live: Path, qemus: Path, workdir: Path) -> None:
@@ -302,12 +313,8 @@ def test_dump_read_from_qemus_memory_is_qemus_dump(workdir: Path, tmp_path: Path
     assert ours["read_as"] == "kdump"
     assert ours["panic_message"] == "sysrq triggered crash"
     assert any(any("sysrq_handle_crash" in f for f in c["stack"]) for c in ours["cpus"])
-    for key in ("cpus", "dmesg_tail", "panic_message", "panic_cpu", "runqueues", "errors"):
-        assert ours.get(key) == theirs.get(key), key
-    if shutil.which("crash") is None:
-        pytest.skip("crash is not installed (apt-get install crash)")
-    done = run(["crash", "--osrelease", str(live)], check=False, timeout=120)
-    assert done.stdout.strip().splitlines()[-1] == STOCK_RELEASE, done.stdout + done.stderr
+    _same_dossier(ours, theirs)
+    _crash_names_the_release(live)
 
 
 def _debug_kernel() -> tuple[Path, Path] | None:
@@ -349,8 +356,7 @@ def test_debug_dossier_of_a_dump_read_from_qemus_memory(workdir: Path, tmp_path:
     assert ours["debug_info"] is True
     assert ours["cpus"] and all(c["stack_reliable"] for c in ours["cpus"])
     assert any("sysrq_handle_crash" in " ".join(c["stack"]) for c in ours["cpus"])
-    for key in ("cpus", "dmesg_tail", "panic_message", "panic_cpu", "runqueues", "errors"):
-        assert ours.get(key) == theirs.get(key), key
+    _same_dossier(ours, theirs)
 
 
 def test_dossier_with_debug_info_built_kernel(workdir: Path, tmp_path: Path) -> None:
